@@ -1,0 +1,73 @@
+"""The one ordered definition of TG_parser's three databases.
+
+Upgrades run in this order, downgrades in reverse. Everything else that needs the
+list of databases (settings, the Alembic helper, the CLI) reads it from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy import MetaData
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    """The name used on the command line (`--only raw`) and in version-table names."""
+    default_file: str
+    """File name inside the data dir when no path or URL is configured."""
+    setting_stem: str
+    """Prefix of the 3.0.0 settings: `<STEM>_DB_PATH` and `<STEM>_DB_URL`."""
+
+    @property
+    def version_table(self) -> str:
+        return f"alembic_version_{self.name}"
+
+    @property
+    def project(self) -> str:
+        """The Alembic project's folder (and import) name."""
+        return f"migrations_{self.name}"
+
+    @cached_property
+    def metadata(self) -> MetaData:
+        return importlib.import_module(f"tg_parser.storage.schema.{self.name}").metadata
+
+    @cached_property
+    def migrations_dir(self) -> Path:
+        """The project folder, in a source checkout or installed beside `tg_parser`."""
+        spec = importlib.util.find_spec(self.project)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"the Alembic project {self.project}/ is not installed")
+        return Path(next(iter(spec.submodule_search_locations)))
+
+    @property
+    def alembic_ini(self) -> Path:
+        return self.migrations_dir / "alembic.ini"
+
+
+DATABASES: tuple[Database, ...] = (
+    Database("ingestion", "ingestion_state.sqlite", "INGESTION_STATE"),
+    Database("raw", "raw_storage.sqlite", "RAW_STORAGE"),
+    Database("processing", "processing_storage.sqlite", "PROCESSING_STORAGE"),
+)
+NAMES: tuple[str, ...] = tuple(db.name for db in DATABASES)
+
+
+def get_database(name: str) -> Database:
+    for db in DATABASES:
+        if db.name == name:
+            return db
+    raise KeyError(f"unknown database {name!r}; valid names: {', '.join(NAMES)}")
+
+
+def select(names: tuple[str, ...] | list[str] = ()) -> list[Database]:
+    """The named databases (all when none are named) in the fixed upgrade order."""
+    wanted = set(names) or set(NAMES)
+    for name in wanted:
+        get_database(name)
+    return [db for db in DATABASES if db.name in wanted]
