@@ -30,6 +30,7 @@ def run(name: str) -> None:
         render_as_batch=True,
         transactional_ddl=True,
         compare_type=True,
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     if context.is_offline_mode():
         context.configure(url=_url(db), literal_binds=True, **options)

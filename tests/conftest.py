@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs in its own folder with its own data dir, never the user's."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tg_parser.cli.main import cli
+from tg_parser.storage.databases import DATABASES
+
+REPO = Path(__file__).resolve().parent.parent
+LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v3.0.0"
+LOCATION_VARIABLES = ["TG_PARSER_DATA_DIR"] + [
+    f"{db.setting_stem}_DB_{kind}" for db in DATABASES for kind in ("PATH", "URL")
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """A clean environment and working folder: no inherited locations, no stray `.env`."""
+    for variable in LOCATION_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TG_PARSER_DATA_DIR", str(tmp_path / "data"))
+    return work
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def legacy_copy(data_dir) -> Path:
+    """The 3.0.0 fixture databases, copied into the test's data dir."""
+    data_dir.mkdir(exist_ok=True)
+    for db in DATABASES:
+        shutil.copyfile(LEGACY / db.default_file, data_dir / db.default_file)
+        os.chmod(data_dir / db.default_file, 0o644)
+    return data_dir
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def version_rows(path: Path, name: str) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute(f"SELECT version_num FROM alembic_version_{name}")]
+
+
+def table_names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {row[0] for row in rows}

@@ -1,0 +1,43 @@
+"""`tg-parser`: the command line. Parses options, calls the orchestrator, renders, maps exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tg_parser import __version__
+from tg_parser.cli import render
+from tg_parser.cli.db import db, selected_targets
+from tg_parser.core.settings import SettingsError, load_settings
+from tg_parser.migrate import orchestrator
+
+
+class TgParserGroup(click.Group):
+    """Turns a bad setting into one line and exit code 2, whichever command hit it."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=TgParserGroup)
+@click.version_option(__version__, prog_name="tg-parser")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """TG_parser: collect Telegram channels, process them with LLMs, build a topic knowledge base."""
+    ctx.obj = load_settings()
+
+
+@cli.command()
+@click.pass_obj
+def init(settings) -> None:
+    """Create or upgrade all three databases to the newest schema."""
+    targets = selected_targets(settings, ())
+    render.run_migration(orchestrator.upgrade, targets, "head", verb="upgrade")
+
+
+cli.add_command(db)

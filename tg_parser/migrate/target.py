@@ -1,0 +1,88 @@
+"""One database as the orchestrator sees it: where it lives and its Alembic project."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from tg_parser.core.settings import Settings
+from tg_parser.storage.databases import Database
+from tg_parser.storage.engine import make_engine
+
+
+@dataclass(frozen=True)
+class Target:
+    db: Database
+    url: URL
+    location: str
+    sqlite_file: Path | None
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> Target:
+        return cls(db, settings.url(db), settings.location(db), settings.sqlite_file(db))
+
+    @property
+    def name(self) -> str:
+        return self.db.name
+
+    def config(self, connection: Connection | None = None) -> Config:
+        """The project's own alembic.ini; the connection travels in `attributes`, never in the ini."""
+        config = Config(str(self.db.alembic_ini))
+        if connection is not None:
+            config.attributes["connection"] = connection
+        return config
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        return ScriptDirectory.from_config(self.config())
+
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.script.get_heads())
+
+    def exists(self) -> bool:
+        """False only for a SQLite file that is not there yet."""
+        return self.sqlite_file is None or self.sqlite_file.exists()
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        engine = make_engine(self.url)
+        try:
+            with engine.connect() as connection:
+                yield connection
+        finally:
+            engine.dispose()
+
+    def current(self) -> tuple[str, ...]:
+        """The revisions the database is at; empty for a new or unversioned database."""
+        if not self.exists():
+            return ()
+        if self.sqlite_file is not None and not _looks_like_sqlite(self.sqlite_file):
+            raise Unreadable(f"{self.sqlite_file} is not a SQLite database")
+        try:
+            with self.connect() as connection:
+                context = MigrationContext.configure(
+                    connection, opts={"version_table": self.db.version_table}
+                )
+                return tuple(context.get_current_heads())
+        except (DatabaseError, OperationalError) as error:
+            raise Unreadable(f"cannot read {self.location}: {error.orig}") from error
+
+
+class Unreadable(RuntimeError):
+    """The database cannot be opened or is not a database at all."""
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    """An empty file is a new database to SQLite; anything else must carry its header."""
+    with path.open("rb") as file:
+        header = file.read(16)
+    return header in (b"", b"SQLite format 3\x00")
