@@ -109,3 +109,18 @@ def downgrade():
         columns = [row[1] for row in connection.execute("PRAGMA table_info(raw_messages)")]
     assert "half_column" not in columns
     assert version_rows(database, "raw") == ["raw_0001"]
+
+
+def test_three_projects_share_one_database_without_seeing_each_other(tmp_path):
+    shared = f"url=sqlite:///{tmp_path / 'shared.sqlite'}"
+    for name in ("ingestion", "raw", "processing"):
+        result = alembic("-c", f"migrations_{name}/alembic.ini", "-x", shared, "upgrade", "head", cwd=REPO)
+        assert result.returncode == 0, result.stderr
+    for name in ("ingestion", "raw", "processing"):
+        result = alembic("-c", f"migrations_{name}/alembic.ini", "-x", shared, "check", cwd=REPO)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "No new upgrade operations detected" in result.stdout
+    with sqlite3.connect(tmp_path / "shared.sqlite") as connection:
+        connection.execute("CREATE TABLE stray (id INTEGER)")
+    result = alembic("-c", "migrations_raw/alembic.ini", "-x", shared, "check", cwd=REPO)
+    assert result.returncode != 0 and "stray" in result.stdout + result.stderr
