@@ -8,6 +8,10 @@ from tests.conftest import file_digest, run_cli, table_names, version_rows
 from tg_parser.storage.databases import DATABASES, get_database
 
 
+def db_files(data_dir):
+    return sorted(p.name for p in data_dir.glob("*.sqlite"))
+
+
 def digests(data_dir):
     return {db.name: file_digest(data_dir / db.default_file) for db in DATABASES}
 
@@ -25,25 +29,25 @@ def test_init_creates_three_files_at_head(data_dir):
 def test_second_init_changes_nothing_and_says_so(data_dir):
     run_cli("init")
     before = digests(data_dir)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in data_dir.glob("*.sqlite")}
     result = run_cli("init")
     assert result.exit_code == 0
     assert "Nothing to do" in result.output
     assert digests(data_dir) == before
-    assert {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in data_dir.glob("*.sqlite")} == mtimes
 
 
 def test_upgrade_only_raw_on_an_empty_data_dir_creates_only_the_raw_file(data_dir):
     result = run_cli("db", "upgrade", "--only", "raw")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in data_dir.iterdir()) == ["raw_storage.sqlite"]
+    assert db_files(data_dir) == ["raw_storage.sqlite"]
     assert "ingestion" not in result.output
 
 
 def test_downgrade_only_raw_to_base_leaves_the_others_untouched(data_dir):
     run_cli("init")
     before = digests(data_dir)
-    result = run_cli("db", "downgrade", "--only", "raw", "base")
+    result = run_cli("db", "downgrade", "--only", "raw", "base", "--yes")
     assert result.exit_code == 0, result.output
     after = digests(data_dir)
     assert after["ingestion"] == before["ingestion"] and after["processing"] == before["processing"]
@@ -54,7 +58,7 @@ def test_downgrade_only_raw_to_base_leaves_the_others_untouched(data_dir):
 
 def test_default_downgrade_is_one_step_in_reverse_order(data_dir):
     run_cli("init")
-    result = run_cli("db", "downgrade")
+    result = run_cli("db", "downgrade", "--yes")
     assert result.exit_code == 0, result.output
     order = [line.split()[0] for line in result.output.splitlines() if not line.startswith(" ")][:3]
     assert order == ["processing", "raw", "ingestion"]
@@ -108,7 +112,7 @@ def test_garbage_file_is_refused_before_any_database_is_touched(data_dir):
     result = run_cli("init")
     assert result.exit_code == 3
     assert "raw" in result.output and "not a SQLite database" in result.output
-    assert sorted(p.name for p in data_dir.iterdir()) == ["raw_storage.sqlite"]
+    assert db_files(data_dir) == ["raw_storage.sqlite"]
     assert file_digest(garbage) == before
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+from alembic import command
 
 from tg_parser.cli import render
 from tg_parser.migrate import orchestrator
+from tg_parser.migrate.check import check as check_target
 from tg_parser.migrate.target import Target
-from tg_parser.storage.databases import NAMES, select
+from tg_parser.storage.databases import NAMES, get_database, select
 
 only_option = click.option(
     "--only",
@@ -16,10 +20,24 @@ only_option = click.option(
     type=click.Choice(NAMES),
     help="Act on this database only (repeatable). Default: all three.",
 )
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+yes_option = click.option("--yes", is_flag=True, help="Confirm without asking.")
+no_backup_option = click.option("--no-backup", is_flag=True, help="Do not back up SQLite files first.")
 
 
 def selected_targets(settings, only) -> list[Target]:
     return [Target.from_settings(db, settings) for db in select(only)]
+
+
+def options(settings, *, no_backup: bool = False, yes: bool = False) -> orchestrator.Options:
+    return orchestrator.Options(
+        backups_dir=settings.backups_dir,
+        backup_keep=settings.backup_keep,
+        lock_timeout=settings.lock_timeout,
+        backup=not no_backup,
+        confirm=lambda reasons: render.confirm(reasons, yes, "Downgrade anyway?"),
+        progress=render.progress,
+    )
 
 
 def _checked(targets: list[Target], revision: str) -> None:
@@ -37,38 +55,116 @@ def db() -> None:
 @db.command()
 @click.argument("revision", default="head")
 @only_option
+@no_backup_option
+@click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
 @click.pass_obj
-def upgrade(settings, revision: str, only) -> None:
-    """Upgrade to REVISION (default: head), in the order ingestion, raw, processing."""
+def upgrade(settings, revision: str, only, no_backup: bool, sql: bool) -> None:
+    """Upgrade to REVISION (default: head), in the order ingestion, raw, processing.
+
+    Databases of releases 1.x-3.0.0 (tables but no version table) are adopted first.
+    """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
-    render.run_migration(orchestrator.upgrade, targets, revision, verb="upgrade")
+    if sql:
+        render.guarded(lambda: [render.upgrade_sql(t, revision) for t in targets])
+        return
+    render.run_migration(orchestrator.upgrade, targets, revision, options(settings, no_backup=no_backup))
 
 
 @db.command()
 @click.argument("revision", default="-1")
 @only_option
+@no_backup_option
+@yes_option
 @click.pass_obj
-def downgrade(settings, revision: str, only) -> None:
-    """Downgrade to REVISION (default: one step back), in the order processing, raw, ingestion."""
+def downgrade(settings, revision: str, only, no_backup: bool, yes: bool) -> None:
+    """Downgrade to REVISION (default: one step back), in the order processing, raw, ingestion.
+
+    A downgrade to base, or one that drops a table or column holding data, needs --yes
+    or a confirmation at the terminal.
+    """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
-    render.run_migration(orchestrator.downgrade, targets, revision, verb="downgrade")
+    run_options = options(settings, no_backup=no_backup, yes=yes)
+    render.run_migration(orchestrator.downgrade, targets, revision, run_options)
 
 
 @db.command()
 @only_option
+@json_option
 @click.pass_obj
-def current(settings, only) -> None:
+def current(settings, only, as_json: bool) -> None:
     """Show each database's revision and whether it is at head."""
-    for target in selected_targets(settings, only):
-        render.current(target)
+    render.current(selected_targets(settings, only), as_json)
+
+
+@db.command()
+@only_option
+@json_option
+@click.pass_obj
+def history(settings, only, as_json: bool) -> None:
+    """List each project's revisions, newest first, marking head and current."""
+    render.history(selected_targets(settings, only), as_json)
 
 
 @db.command()
 @only_option
 @click.pass_obj
-def history(settings, only) -> None:
-    """List each project's revisions, newest first, marking the one each database is at."""
+def heads(settings, only) -> None:
+    """Show each project's head revision(s)."""
     for target in selected_targets(settings, only):
-        render.history(target)
+        click.echo(f"{target.name:<{render.NAME_WIDTH}} {', '.join(target.heads())}")
+
+
+@db.command()
+@only_option
+@json_option
+@click.pass_obj
+def check(settings, only, as_json: bool) -> None:
+    """Exit 0 only if every project has one head, every database is at head, and no schema drifted."""
+    results = [check_target(t) for t in selected_targets(settings, only)]
+    render.check(results, as_json)
+    sys.exit(0 if all(r.ok for r in results) else render.EXIT_FAILED)
+
+
+@db.command()
+@click.option("--only", "name", required=True, type=click.Choice(NAMES), help="The database to add it to.")
+@click.option("-m", "--message", required=True, help="What the revision does.")
+@click.option("--autogenerate", is_flag=True, help="Fill it from the difference between the schema code and the database.")
+@click.pass_obj
+def revision(settings, name: str, message: str, autogenerate: bool) -> None:
+    """Write a new revision into one database's Alembic project."""
+    target = Target.from_settings(get_database(name), settings)
+    rev_id = f"{name}_{len(list(target.script.walk_revisions())) + 1:04d}"
+
+    def write():
+        if not autogenerate:
+            return command.revision(target.config(), message=message, rev_id=rev_id)
+        with target.connect() as connection:
+            return command.revision(target.config(connection), message=message, autogenerate=True, rev_id=rev_id)
+
+    script = render.guarded(write)
+    click.echo(f"{name:<{render.NAME_WIDTH}} wrote {script.path}")
+
+
+@db.command()
+@only_option
+@click.pass_obj
+def backups(settings, only) -> None:
+    """List the backups in <data dir>/backups, newest first."""
+    render.backups(settings.backups_dir, [t.name for t in selected_targets(settings, only)])
+
+
+@db.command()
+@click.argument("name", type=click.Choice(NAMES))
+@click.argument("backup_name", metavar="[BACKUP]", required=False)
+@yes_option
+@no_backup_option
+@click.pass_obj
+def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: bool) -> None:
+    """Put back database NAME from BACKUP (default: its newest backup).
+
+    The database as it is now is backed up first, unless --no-backup.
+    """
+    target = Target.from_settings(get_database(name), settings)
+    render.restore(target, settings, backup_name, yes=yes, keep_current=not no_backup)

@@ -8,7 +8,7 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli import render
-from tg_parser.cli.db import db, selected_targets
+from tg_parser.cli.db import db, options, selected_targets
 from tg_parser.core.settings import SettingsError, load_settings
 from tg_parser.migrate import orchestrator
 
@@ -33,11 +33,12 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
 @click.pass_obj
-def init(settings) -> None:
-    """Create or upgrade all three databases to the newest schema."""
+def init(settings, no_backup: bool) -> None:
+    """Create all three databases, or adopt and upgrade existing ones, to the newest schema."""
     targets = selected_targets(settings, ())
-    render.run_migration(orchestrator.upgrade, targets, "head", verb="upgrade")
+    render.run_migration(orchestrator.upgrade, targets, "head", options(settings, no_backup=no_backup))
 
 
 cli.add_command(db)

@@ -1,81 +1,231 @@
-"""What `tg-parser` prints: one line per database and revision, then a summary."""
+"""What `tg-parser` prints (a table for people, JSON for machines) and which exit code it returns."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
+from tg_parser.migrate import backup
+from tg_parser.migrate.check import CheckResult
 from tg_parser.migrate.orchestrator import MigrationFailed, Outcome, Refused
+from tg_parser.migrate.orchestrator import restore as restore_database
+from tg_parser.migrate.orchestrator import upgrade_sql as write_upgrade_sql
 from tg_parser.migrate.target import Target, Unreadable
+from tg_parser.storage.lock import LockTimeout
 
 NAME_WIDTH = 10
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
-def _revisions(revisions: tuple[str, ...]) -> str:
-    return ", ".join(revisions) if revisions else "(none)"
-
-
-def run_migration(function, targets: list[Target], revision: str, *, verb: str) -> None:
-    started = time.perf_counter()
+def guarded(action):
+    """Run `action`, turning the orchestrator's refusals and failures into messages and exit codes."""
     try:
-        outcomes = function(targets, revision, report=_outcome)
+        return action()
     except Refused as refusal:
         for problem in refusal.problems:
             click.echo(f"refused: {problem}", err=True)
         click.echo("Nothing was changed.", err=True)
         sys.exit(EXIT_REFUSED)
-    except MigrationFailed as error:
-        click.echo(f"error: {verb} failed: {error}", err=True)
+    except LockTimeout as error:
+        click.echo(f"error: {error}", err=True)
+        click.echo("Nothing was changed.", err=True)
         sys.exit(EXIT_FAILED)
+    except Unreadable as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    except MigrationFailed as failure:
+        click.echo(f"error: {failure}", err=True)
+        for outcome in failure.outcomes:
+            click.echo(f"  {outcome.name:<{NAME_WIDTH}} {outcome.status}  ({_revisions(outcome.after)})", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as error:  # Alembic's CommandError and the like: one line, not a traceback
+        click.echo(f"error: {type(error).__name__}: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def confirm(reasons: list[str], yes: bool, question: str) -> bool:
+    for reason in reasons:
+        click.echo(f"warning: {reason}", err=True)
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    return click.confirm(question, default=False, err=True)
+
+
+def progress(label: str, total: int):
+    """A progress bar on stderr for long copies; silent for small files."""
+    if total < PROGRESS_MIN_BYTES:
+        return None
+    bar = click.progressbar(length=total, label=label, file=sys.stderr)
+    state = {"done": 0}
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - state["done"])
+        state["done"] = done
+        if done >= total:
+            bar.render_finish()
+
+    return update
+
+
+def _revisions(revisions) -> str:
+    return ", ".join(revisions) if revisions else "(none)"
+
+
+def run_migration(function, targets: list[Target], revision: str, options) -> None:
+    started = time.perf_counter()
+    outcomes = guarded(lambda: function(targets, revision, options, report=_outcome))
     applied = sum(len(o.steps) for o in outcomes)
-    changed = sum(o.changed for o in outcomes)
-    if not applied:
-        click.echo(f"Nothing to do: no database needed a{'n' if verb == 'upgrade' else ''} {verb}.")
-    else:
-        click.echo(
-            f"Done: {applied} revision(s) applied to {changed} of {len(outcomes)} database(s) "
-            f"in {time.perf_counter() - started:.2f} s."
-        )
+    adopted = sum(o.adoption is not None for o in outcomes)
+    if not applied and not adopted:
+        click.echo("Nothing to do: every database is already where it was asked to be.")
+        return
+    backups = [o.backup.path.name for o in outcomes if o.backup]
+    click.echo(
+        f"Done: {applied} revision(s) applied, {adopted} database(s) adopted, "
+        f"{len(backups)} backup(s) taken, in {time.perf_counter() - started:.2f} s."
+    )
 
 
 def _outcome(outcome: Outcome) -> None:
     click.echo(f"{outcome.name:<{NAME_WIDTH}} {outcome.location}")
+    if outcome.backup:
+        click.echo(f"  backed up to {outcome.backup.path}")
+    if outcome.adoption:
+        created = ", ".join(outcome.adoption.missing_tables)
+        click.echo(
+            f"  adopted a pre-Alembic database as {outcome.adoption.baseline}"
+            + (f" (created {created})" if created else "")
+        )
     for step in outcome.steps:
         verb = "applied " if step.upgrade else "reverted"
         click.echo(f"  {verb} {step.revision}  {step.description}  ({step.seconds:.2f} s)")
-    if not outcome.steps:
-        click.echo(f"  unchanged at {_revisions(outcome.after)}")
-    elif outcome.after != outcome.before:
+    if outcome.changed:
         click.echo(f"  now at {_revisions(outcome.after)}")
-
-
-def current(target: Target) -> None:
-    if not target.exists():
-        state = "(no file yet)"
     else:
-        revisions = _read_current(target)
-        at_head = set(revisions) == set(target.heads())
-        state = _revisions(revisions) + (" (head)" if at_head else " (behind head)")
-    click.echo(f"{target.name:<{NAME_WIDTH}} {state:<28} {target.location}")
+        click.echo(f"  unchanged at {_revisions(outcome.after)}")
 
 
-def history(target: Target) -> None:
-    click.echo(f"{target.name:<{NAME_WIDTH}} {target.location}")
-    current_revisions = set(_read_current(target))
-    heads = set(target.heads())
-    for script in target.script.walk_revisions():
-        marks = [m for m, on in (("head", script.revision in heads), ("current", script.revision in current_revisions)) if on]
-        suffix = f" ({', '.join(marks)})" if marks else ""
-        click.echo(f"  {script.revision}{suffix}  {script.doc}")
+def upgrade_sql(target: Target, revision: str) -> None:
+    write_upgrade_sql(target, revision, sys.stdout)
 
 
-def _read_current(target: Target) -> tuple[str, ...]:
-    try:
-        return target.current()
-    except Unreadable as error:
-        click.echo(f"error: {target.name}: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+def _state(target: Target) -> dict:
+    exists = target.exists()
+    current = guarded(target.current) if exists else ()
+    heads = target.heads()
+    return {
+        "name": target.name,
+        "location": target.location,
+        "exists": exists,
+        "current": list(current),
+        "heads": list(heads),
+        "at_head": exists and set(current) == set(heads),
+    }
+
+
+def current(targets: list[Target], as_json: bool) -> None:
+    states = [_state(t) for t in targets]
+    if as_json:
+        click.echo(json.dumps(states, indent=2))
+        return
+    for s in states:
+        if not s["exists"]:
+            text = "(no file yet)"
+        else:
+            text = _revisions(s["current"]) + (" (head)" if s["at_head"] else " (behind head)")
+        click.echo(f"{s['name']:<{NAME_WIDTH}} {text:<28} {s['location']}")
+
+
+def history(targets: list[Target], as_json: bool) -> None:
+    data = []
+    for target in targets:
+        state = _state(target)
+        revisions = [
+            {
+                "revision": script.revision,
+                "down_revision": script.down_revision,
+                "description": script.doc,
+                "head": script.revision in state["heads"],
+                "current": script.revision in state["current"],
+            }
+            for script in target.script.walk_revisions()
+        ]
+        data.append({"name": target.name, "location": target.location, "revisions": revisions})
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for entry in data:
+        click.echo(f"{entry['name']:<{NAME_WIDTH}} {entry['location']}")
+        for rev in entry["revisions"]:
+            marks = [m for m in ("head", "current") if rev[m]]
+            suffix = f" ({', '.join(marks)})" if marks else ""
+            click.echo(f"  {rev['revision']}{suffix}  {rev['description']}")
+
+
+def check(results: list[CheckResult], as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": all(r.ok for r in results),
+                    "databases": [{**vars(r), "ok": r.ok} for r in results],
+                },
+                indent=2,
+            )
+        )
+        return
+    for result in results:
+        verdict = "ok" if result.ok else "FAILED"
+        click.echo(f"{result.name:<{NAME_WIDTH}} {verdict:<7} {result.location}")
+        for problem in result.problems:
+            click.echo(f"  {problem}")
+    failed = sum(not r.ok for r in results)
+    click.echo("All checks passed." if not failed else f"{failed} database(s) failed the check.")
+
+
+def backups(directory: Path, names: list[str]) -> None:
+    found = [b for b in backup.list_backups(directory) if b.db in names]
+    if not found:
+        click.echo(f"No backups in {directory}.")
+        return
+    for b in found:
+        taken = b.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.echo(f"{b.db:<{NAME_WIDTH}} {b.revision:<18} {taken}  {b.size / 1e6:9.1f} MB  {b.path.name}")
+
+
+def restore(target: Target, settings, backup_name: str | None, *, yes: bool, keep_current: bool) -> None:
+    from tg_parser.cli.db import options
+
+    chosen = _choose_backup(target, settings.backups_dir, backup_name)
+    question = f"Replace {target.location} with {chosen.name}?"
+    if not confirm([f"{target.name}: {target.location} will be replaced by {chosen}"], yes, question):
+        click.echo("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.", err=True)
+        sys.exit(EXIT_REFUSED)
+    safety = guarded(lambda: restore_database(target, chosen, options(settings, no_backup=not keep_current)))
+    if safety:
+        click.echo(f"{target.name:<{NAME_WIDTH}} the replaced database was backed up to {safety.path}")
+    click.echo(f"{target.name:<{NAME_WIDTH}} restored {target.location} from {chosen.name}")
+
+
+def _choose_backup(target: Target, directory: Path, backup_name: str | None) -> Path:
+    if backup_name is None:
+        found = backup.list_backups(directory, target.name)
+        if not found:
+            raise click.UsageError(f"no backups of {target.name} in {directory}")
+        return found[0].path
+    for candidate in (directory / backup_name, Path(backup_name)):
+        if candidate.is_file():
+            return candidate
+    names = [b.path.name for b in backup.list_backups(directory, target.name)]
+    raise click.BadParameter(
+        f"no backup {backup_name!r}; backups of {target.name}: {', '.join(names) or 'none'}",
+        param_hint="BACKUP",
+    )

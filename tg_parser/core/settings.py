@@ -25,6 +25,10 @@ class _SettingsBase(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("data"), validation_alias="TG_PARSER_DATA_DIR")
+    lock_timeout: float = Field(60.0, ge=0, le=86_400, validation_alias="TG_PARSER_LOCK_TIMEOUT")
+    """Seconds to wait for another process migrating the same database."""
+    backup_keep: int = Field(5, ge=1, le=1000, validation_alias="TG_PARSER_BACKUP_KEEP")
+    """Backups kept per database; older ones are deleted after a successful upgrade."""
 
     _urls: dict[str, URL] = PrivateAttr(default_factory=dict)
 
@@ -56,6 +60,10 @@ class _SettingsBase(BaseSettings):
         if file.is_dir():
             raise ValueError(f"{db.setting_stem}_DB_PATH: {file} is a folder, not a file")
         return URL.create("sqlite", database=str(file))
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
 
     def url(self, db: Database) -> URL:
         return self._urls[db.name]

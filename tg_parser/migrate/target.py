@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,13 +31,19 @@ class Target:
     def from_settings(cls, db: Database, settings: Settings) -> Target:
         return cls(db, settings.url(db), settings.location(db), settings.sqlite_file(db))
 
+    @classmethod
+    def in_memory(cls, db: Database) -> Target:
+        """A throwaway target, for working out what a revision does to an empty schema."""
+        return cls(db, URL.create("sqlite"), ":memory:", None)
+
     @property
     def name(self) -> str:
         return self.db.name
 
-    def config(self, connection: Connection | None = None) -> Config:
-        """The project's own alembic.ini; the connection travels in `attributes`, never in the ini."""
-        config = Config(str(self.db.alembic_ini))
+    def config(self, connection: Connection | None = None, output=None) -> Config:
+        """The project's own alembic.ini; the connection and URL travel in `attributes`, never in the ini."""
+        config = Config(str(self.db.alembic_ini), output_buffer=output, stdout=output or sys.stdout)
+        config.attributes["url"] = self.url
         if connection is not None:
             config.attributes["connection"] = connection
         return config

@@ -12,8 +12,9 @@ from alembic import context
 from sqlalchemy.engine import make_url
 
 from tg_parser.core.settings import load_settings
-from tg_parser.storage.databases import DATABASES, Database, get_database
+from tg_parser.storage.databases import Database, get_database
 from tg_parser.storage.engine import make_engine
+from tg_parser.storage.lock import database_lock
 
 
 def run(name: str) -> None:
@@ -26,9 +27,10 @@ def run(name: str) -> None:
     options = dict(
         version_table=db.version_table,
         target_metadata=db.metadata,
-        include_name=_only_own_tables(db),
+        include_name=db.include_name,
         render_as_batch=True,
         transactional_ddl=True,
+        transaction_per_migration=True,
         compare_type=True,
         on_version_apply=config.attributes.get("on_version_apply"),
     )
@@ -42,9 +44,10 @@ def run(name: str) -> None:
     if connection is not None:
         _run_online(connection, options)
         return
-    engine = make_engine(_url(db))
+    url = _url(db)
+    engine = make_engine(url)
     try:
-        with engine.connect() as connection:
+        with database_lock(url, load_settings().lock_timeout), engine.connect() as connection:
             _run_online(connection, options)
     finally:
         engine.dispose()
@@ -57,25 +60,7 @@ def _run_online(connection, options: dict) -> None:
 
 
 def _url(db: Database):
+    if "url" in context.config.attributes:
+        return context.config.attributes["url"]
     url = context.get_x_argument(as_dictionary=True).get("url")
     return make_url(url) if url else load_settings().url(db)
-
-
-def _only_own_tables(db: Database):
-    """Autogenerate sees this database's tables and unknown ones, never another project's.
-
-    The three projects may share one PostgreSQL database; their tables and version
-    tables must not look like drift to each other.
-    """
-    others = {
-        name
-        for other in DATABASES
-        if other is not db
-        for name in (*other.metadata.tables, other.version_table)
-    }
-    others.add("sqlite_sequence")
-
-    def include_name(name, type_, _parent_names):
-        return type_ != "table" or name not in others
-
-    return include_name

@@ -49,6 +49,23 @@ class Database:
     def alembic_ini(self) -> Path:
         return self.migrations_dir / "alembic.ini"
 
+    @cached_property
+    def foreign_tables(self) -> frozenset[str]:
+        """Tables that belong to the other two databases (with their version tables).
+
+        The three may share one server database: these are never this database's drift.
+        """
+        return frozenset(
+            name
+            for other in DATABASES
+            if other is not self
+            for name in (*other.metadata.tables, other.version_table)
+        )
+
+    def include_name(self, name: str | None, type_: str, _parent_names=None) -> bool:
+        """Alembic's `include_name` hook: autogenerate never sees another database's tables."""
+        return type_ != "table" or not (name in self.foreign_tables or name.startswith("sqlite_"))
+
 
 DATABASES: tuple[Database, ...] = (
     Database("ingestion", "ingestion_state.sqlite", "INGESTION_STATE"),

@@ -1,0 +1,60 @@
+"""`db check`: is each project linear, each database at head, and its schema what the code says?
+
+Autogenerate alone misses partial-index predicates and unnamed CHECKs, so the reflected
+schema is compared too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from tg_parser.migrate.target import Target, Unreadable
+from tg_parser.storage.schema_compare import compare, metadata_snapshot, snapshot
+
+
+@dataclass
+class CheckResult:
+    name: str
+    location: str
+    current: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check(target: Target) -> CheckResult:
+    result = CheckResult(target.name, target.location, heads=list(target.heads()))
+    if len(result.heads) != 1:
+        result.problems.append(
+            f"{len(result.heads)} heads ({', '.join(result.heads)}): merge them (alembic merge) into one"
+        )
+    if not target.exists():
+        result.problems.append("database does not exist yet (run tg-parser init)")
+        return result
+    try:
+        result.current = list(target.current())
+    except Unreadable as error:
+        result.problems.append(str(error))
+        return result
+    if set(result.current) != set(result.heads):
+        result.problems.append(
+            f"at {', '.join(result.current) or '(no revision)'}, not at head {', '.join(result.heads)}"
+            " (run tg-parser db upgrade)"
+        )
+        return result
+    db = target.db
+    with target.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={"version_table": db.version_table, "include_name": db.include_name, "compare_type": True},
+        )
+        result.problems += [f"autogenerate: {diff}" for diff in compare_metadata(context, db.metadata)]
+        found = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
+        result.problems += [f"schema: {p}" for p in compare(metadata_snapshot(db.metadata), found)]
+    return result
