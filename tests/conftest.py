@@ -6,6 +6,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,68 @@ def table_names(path: Path) -> set[str]:
     with sqlite3.connect(path) as connection:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {row[0] for row in rows}
+
+
+def content_checksums(path: Path) -> dict[str, str]:
+    """Per-table checksums of every row, with each value's type: equal means no row changed."""
+    checksums = {}
+    with sqlite3.connect(path) as connection:
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in sorted(tables):
+            digest = hashlib.sha256()
+            for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+                digest.update(repr(row).encode())
+            checksums[table] = digest.hexdigest()
+    return checksums
+
+
+@pytest.fixture
+def projects(tmp_path) -> Path:
+    """Copies of the three Alembic projects, importable first, so a test can add revisions."""
+    root = tmp_path / "projects"
+    for db in DATABASES:
+        shutil.copytree(REPO / db.project, root / db.project, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def add_revision(projects: Path, name: str, number: int, body: str, down: str | None = None) -> str:
+    revision = f"{name}_{number:04d}"
+    down = down or f"{name}_{number - 1:04d}"
+    (projects / f"migrations_{name}" / "versions" / f"{revision}_test.py").write_text(
+        f'''"""Test revision {revision}."""
+import os
+import time
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+{body}
+'''
+    )
+    return revision
+
+
+def tg_parser_process(*args: str, projects: Path | None = None, env: dict | None = None, **kwargs):
+    """`tg-parser` in its own process, seeing the project copies in `projects` if given."""
+    full_env = {**os.environ, **(env or {})}
+    if projects is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(projects), full_env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tg_parser", *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def tg_parser_run(*args: str, projects: Path | None = None, env: dict | None = None, timeout: float = 120):
+    process = tg_parser_process(*args, projects=projects, env=env)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

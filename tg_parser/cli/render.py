@@ -50,13 +50,12 @@ def guarded(action):
 
 
 def confirm(reasons: list[str], yes: bool, question: str) -> bool:
+    """--yes confirms; at a terminal, ask; otherwise refuse (the caller says why)."""
+    if not yes and not sys.stdin.isatty():
+        return False
     for reason in reasons:
         click.echo(f"warning: {reason}", err=True)
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        return False
-    return click.confirm(question, default=False, err=True)
+    return yes or click.confirm(question, default=False, err=True)
 
 
 def progress(label: str, total: int):

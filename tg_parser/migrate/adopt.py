@@ -81,7 +81,7 @@ def plan(target: Target, connection: Connection) -> Adoption | None:
         raise AdoptionRefused(
             [f"schema differs from release 3.0.0 ({target.db.version_table} missing): {p}" for p in problems]
         )
-    missing = tuple(name for name in baseline.shape if name not in found)
+    missing = tuple(table for kind, table, _sql in baseline.ddl if kind == "table" and table not in found)
     statements = tuple(sql for _type, table, sql in baseline.ddl if table in missing)
     return Adoption(baseline.revision, missing, statements)
 

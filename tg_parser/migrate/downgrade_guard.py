@@ -8,6 +8,7 @@ downgrade to base, need the operator's confirmation.
 from __future__ import annotations
 
 from alembic import command
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
@@ -19,9 +20,9 @@ from tg_parser.storage.schema_compare import snapshot
 def destructive_changes(target: Target, current: tuple[str, ...], revision: str) -> list[str]:
     if not current:
         return []
-    if revision == "base":
+    removed_tables, removed_columns, to_base = _rehearse(target, current, revision)
+    if to_base:
         return [f"{target.name}: a downgrade to base drops every table of {target.location}"]
-    removed_tables, removed_columns = _rehearse(target, current, revision)
     reasons = []
     with target.connect() as connection:
         for table in removed_tables:
@@ -43,6 +44,9 @@ def _rehearse(target: Target, current: tuple[str, ...], revision: str):
             before = snapshot(connection)
             command.downgrade(scratch.config(connection), revision)
             after = snapshot(connection)
+            to_base = not MigrationContext.configure(
+                connection, opts={"version_table": target.db.version_table}
+            ).get_current_heads()
     finally:
         engine.dispose()
     removed_tables = sorted(set(before) - set(after))
@@ -52,7 +56,7 @@ def _rehearse(target: Target, current: tuple[str, ...], revision: str):
         for column in before[table].columns
         if column.name not in {c.name for c in after[table].columns}
     )
-    return removed_tables, removed_columns
+    return removed_tables, removed_columns, to_base
 
 
 def _holds_data(connection: Connection, table: str, column: str | None = None) -> bool:

@@ -280,7 +280,8 @@ def upgrade_sql(target: Target, revision: str, out) -> None:
             except adopt.AdoptionRefused as refusal:
                 raise Refused([f"{target.name}: {p}" for p in refusal.problems]) from refusal
         if adoption is not None:
-            out.write(f"-- {target.name}: adopting a pre-Alembic database: creating {', '.join(adoption.missing_tables) or 'no tables'}\n")
+            created = ", ".join(adoption.missing_tables) or "nothing to create"
+            out.write(f"-- {target.name}: adopting a pre-Alembic database ({created})\n")
             out.writelines(f"{statement};\n" for statement in adoption.statements)
             before = (adoption.baseline,)
             out.write(f"-- {target.name}: then stamping {adoption.baseline}\n")
