@@ -8,8 +8,6 @@ import click
 from alembic import command
 
 from tg_parser.cli import render
-from tg_parser.migrate import orchestrator
-from tg_parser.migrate.check import check as check_target
 from tg_parser.migrate.target import Target
 from tg_parser.storage.databases import NAMES, get_database, select
 
@@ -29,8 +27,10 @@ def selected_targets(settings, only) -> list[Target]:
     return [Target.from_settings(db, settings) for db in select(only)]
 
 
-def options(settings, *, no_backup: bool = False, yes: bool = False) -> orchestrator.Options:
-    return orchestrator.Options(
+def options(settings, *, no_backup: bool = False, yes: bool = False):
+    from tg_parser.migrate.orchestrator import Options
+
+    return Options(
         backups_dir=settings.backups_dir,
         backup_keep=settings.backup_keep,
         lock_timeout=settings.lock_timeout,
@@ -41,6 +41,8 @@ def options(settings, *, no_backup: bool = False, yes: bool = False) -> orchestr
 
 
 def _checked(targets: list[Target], revision: str) -> None:
+    from tg_parser.migrate import orchestrator
+
     try:
         orchestrator.validate_revision(targets, revision)
     except ValueError as error:
@@ -68,7 +70,9 @@ def upgrade(settings, revision: str, only, no_backup: bool, sql: bool) -> None:
     if sql:
         render.guarded(lambda: [render.upgrade_sql(t, revision) for t in targets])
         return
-    render.run_migration(orchestrator.upgrade, targets, revision, options(settings, no_backup=no_backup))
+    from tg_parser.migrate.orchestrator import upgrade
+
+    render.run_migration(upgrade, targets, revision, options(settings, no_backup=no_backup))
 
 
 @db.command()
@@ -85,8 +89,9 @@ def downgrade(settings, revision: str, only, no_backup: bool, yes: bool) -> None
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
-    run_options = options(settings, no_backup=no_backup, yes=yes)
-    render.run_migration(orchestrator.downgrade, targets, revision, run_options)
+    from tg_parser.migrate.orchestrator import downgrade
+
+    render.run_migration(downgrade, targets, revision, options(settings, no_backup=no_backup, yes=yes))
 
 
 @db.command()
@@ -122,6 +127,8 @@ def heads(settings, only) -> None:
 @click.pass_obj
 def check(settings, only, as_json: bool) -> None:
     """Exit 0 only if every project has one head, every database is at head, and no schema drifted."""
+    from tg_parser.migrate.check import check as check_target
+
     results = [check_target(t) for t in selected_targets(settings, only)]
     render.check(results, as_json)
     sys.exit(0 if all(r.ok for r in results) else render.EXIT_FAILED)

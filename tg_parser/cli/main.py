@@ -10,7 +10,6 @@ from tg_parser import __version__
 from tg_parser.cli import render
 from tg_parser.cli.db import db, options, selected_targets
 from tg_parser.core.settings import SettingsError, load_settings
-from tg_parser.migrate import orchestrator
 
 
 class TgParserGroup(click.Group):
@@ -37,8 +36,10 @@ def cli(ctx: click.Context) -> None:
 @click.pass_obj
 def init(settings, no_backup: bool) -> None:
     """Create all three databases, or adopt and upgrade existing ones, to the newest schema."""
+    from tg_parser.migrate.orchestrator import upgrade
+
     targets = selected_targets(settings, ())
-    render.run_migration(orchestrator.upgrade, targets, "head", options(settings, no_backup=no_backup))
+    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup))
 
 
 cli.add_command(db)

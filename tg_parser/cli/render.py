@@ -1,4 +1,8 @@
-"""What `tg-parser` prints (a table for people, JSON for machines) and which exit code it returns."""
+"""What `tg-parser` prints (a table for people, JSON for machines) and which exit code it returns.
+
+The heavier modules (orchestrator, backups, checks) are imported by the functions that need
+them, so `tg-parser db current` starts as fast as a plain `alembic current`.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,8 @@ from pathlib import Path
 
 import click
 
-from tg_parser.migrate import backup
-from tg_parser.migrate.check import CheckResult
-from tg_parser.migrate.orchestrator import MigrationFailed, Outcome, Refused
-from tg_parser.migrate.orchestrator import restore as restore_database
-from tg_parser.migrate.orchestrator import upgrade_sql as write_upgrade_sql
-from tg_parser.migrate.target import Target, Unreadable
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable
+from tg_parser.migrate.target import Target
 from tg_parser.storage.lock import LockTimeout
 
 NAME_WIDTH = 10
@@ -93,7 +93,7 @@ def run_migration(function, targets: list[Target], revision: str, options) -> No
     )
 
 
-def _outcome(outcome: Outcome) -> None:
+def _outcome(outcome) -> None:
     click.echo(f"{outcome.name:<{NAME_WIDTH}} {outcome.location}")
     if outcome.backup:
         click.echo(f"  backed up to {outcome.backup.path}")
@@ -113,6 +113,8 @@ def _outcome(outcome: Outcome) -> None:
 
 
 def upgrade_sql(target: Target, revision: str) -> None:
+    from tg_parser.migrate.orchestrator import upgrade_sql as write_upgrade_sql
+
     write_upgrade_sql(target, revision, sys.stdout)
 
 
@@ -169,7 +171,7 @@ def history(targets: list[Target], as_json: bool) -> None:
             click.echo(f"  {rev['revision']}{suffix}  {rev['description']}")
 
 
-def check(results: list[CheckResult], as_json: bool) -> None:
+def check(results: list, as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(
@@ -191,6 +193,8 @@ def check(results: list[CheckResult], as_json: bool) -> None:
 
 
 def backups(directory: Path, names: list[str]) -> None:
+    from tg_parser.migrate import backup
+
     found = [b for b in backup.list_backups(directory) if b.db in names]
     if not found:
         click.echo(f"No backups in {directory}.")
@@ -202,6 +206,7 @@ def backups(directory: Path, names: list[str]) -> None:
 
 def restore(target: Target, settings, backup_name: str | None, *, yes: bool, keep_current: bool) -> None:
     from tg_parser.cli.db import options
+    from tg_parser.migrate.orchestrator import restore as restore_database
 
     chosen = _choose_backup(target, settings.backups_dir, backup_name)
     question = f"Replace {target.location} with {chosen.name}?"
@@ -215,6 +220,8 @@ def restore(target: Target, settings, backup_name: str | None, *, yes: bool, kee
 
 
 def _choose_backup(target: Target, directory: Path, backup_name: str | None) -> Path:
+    from tg_parser.migrate import backup
+
     if backup_name is None:
         found = backup.list_backups(directory, target.name)
         if not found:

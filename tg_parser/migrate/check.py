@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tg_parser.migrate.target import Target, Unreadable
+from tg_parser.migrate.errors import Unreadable
+from tg_parser.migrate.target import Target
 from tg_parser.storage.schema_compare import compare, metadata_snapshot, snapshot
 
 

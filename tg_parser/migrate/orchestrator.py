@@ -17,28 +17,12 @@ from alembic.util import CommandError
 
 from tg_parser.migrate import adopt, backup
 from tg_parser.migrate.downgrade_guard import destructive_changes
-from tg_parser.migrate.target import Target, Unreadable
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable
+from tg_parser.migrate.target import Target
 from tg_parser.storage.databases import NAMES
 from tg_parser.storage.lock import all_locked
 
 BACKUP_SPACE_MARGIN = 1.1
-
-
-class Refused(RuntimeError):
-    """A check made before any change failed, so nothing was changed."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-class MigrationFailed(RuntimeError):
-    """A database failed to migrate; `outcomes` tells what became of each database."""
-
-    def __init__(self, name: str, message: str, outcomes: list[Outcome]):
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.outcomes = outcomes
 
 
 @dataclass

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from tg_parser.core.settings import Settings
+from tg_parser.migrate.errors import Unreadable
 from tg_parser.storage.databases import Database
 from tg_parser.storage.engine import make_engine
 
@@ -82,10 +83,6 @@ class Target:
                 return tuple(context.get_current_heads())
         except (DatabaseError, OperationalError) as error:
             raise Unreadable(f"cannot read {self.location}: {error.orig}") from error
-
-
-class Unreadable(RuntimeError):
-    """The database cannot be opened or is not a database at all."""
 
 
 def _looks_like_sqlite(path: Path) -> bool:
