@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, PrivateAttr, ValidationError, create_model, model_validator
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -24,11 +26,17 @@ class SettingsError(ValueError):
 class _SettingsBase(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), validation_alias="TG_PARSER_DATA_DIR")
-    lock_timeout: float = Field(60.0, ge=0, le=86_400, validation_alias="TG_PARSER_LOCK_TIMEOUT")
-    """Seconds to wait for another process migrating the same database."""
-    backup_keep: int = Field(5, ge=1, le=1000, validation_alias="TG_PARSER_BACKUP_KEEP")
-    """Backups kept per database; older ones are deleted after a successful upgrade."""
+    data_dir: Path = Field(
+        Path("data"), validation_alias="TG_PARSER_DATA_DIR", description="folder of the three default files"
+    )
+    lock_timeout: float = Field(
+        60.0, ge=0, le=86_400, validation_alias="TG_PARSER_LOCK_TIMEOUT",
+        description="seconds to wait for another process migrating the same database",
+    )
+    backup_keep: int = Field(
+        5, ge=1, le=1000, validation_alias="TG_PARSER_BACKUP_KEEP",
+        description="backups kept per database; older ones are deleted after a successful upgrade",
+    )
 
     _urls: dict[str, URL] = PrivateAttr(default_factory=dict)
 
@@ -95,18 +103,84 @@ Settings = create_model("Settings", __base__=_SettingsBase, **_location_fields()
 Settings.__doc__ = "Where the databases live. URL wins over path; path wins over the data dir."
 
 
+class RetrySettings(BaseSettings):
+    """How LLM calls are retried (see tg_parser.llm.retry)."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRY_", env_file=".env", extra="ignore")
+
+    max_attempts: int = Field(3, ge=1, le=10, description="total attempts, the first included")
+    backoff_base: float = Field(1.0, ge=0.1, le=60, description="seconds before the first retry")
+    backoff_max: float = Field(60.0, ge=1, le=300, description="cap on any backoff delay")
+    jitter: float = Field(0.3, ge=0, le=1, description="fraction of each delay that is randomised")
+    total_timeout: float = Field(300.0, ge=1, le=3600, description="deadline over attempts and sleeps")
+    server_wait_max: float = Field(120.0, ge=0, le=3600, description="longest Retry-After accepted")
+
+    @model_validator(mode="after")
+    def _base_within_max(self):
+        if self.backoff_base > self.backoff_max:
+            raise ValueError(
+                f"RETRY_BACKOFF_BASE ({self.backoff_base:g}) must not exceed RETRY_BACKOFF_MAX ({self.backoff_max:g})"
+            )
+        return self
+
+
+class LLMSettings(BaseSettings):
+    """Which OpenAI-compatible server and model the LLM client talks to."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
+
+    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible API (Ollama, vLLM)")
+    api_key: SecretStr | None = Field(None, description="sent as a bearer token; never printed")
+    model: str = Field("gpt-5-mini", description="gpt-5* use the Responses API, others Chat Completions")
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] = Field("low", description="gpt-5* only")
+    verbosity: Literal["low", "medium", "high"] = Field("medium", description="gpt-5* only")
+    timeout: float = Field(60.0, gt=0, le=600, description="seconds per HTTP request")
+
+
 def load_settings(**overrides) -> _SettingsBase:
-    """Load settings, turning a validation error into one line naming the variable."""
+    """Load the database settings, turning a validation error into one line naming the variable."""
+    return _load(Settings, **overrides)
+
+
+def load_retry_settings(**overrides) -> RetrySettings:
+    return _load(RetrySettings, **overrides)
+
+
+def load_llm_settings(**overrides) -> LLMSettings:
+    return _load(LLMSettings, **overrides)
+
+
+def _load(model: type[BaseSettings], **overrides):
     try:
-        return Settings(**overrides)
+        return model(**overrides)
     except ValidationError as error:
-        raise SettingsError(_one_line(error)) from None
+        raise SettingsError(_one_line(model, error)) from None
 
 
-def _one_line(error: ValidationError) -> str:
+def _one_line(model: type[BaseSettings], error: ValidationError) -> str:
+    """`RETRY_MAX_ATTEMPTS: must be between 1 and 10 (got 0)`, one part per bad variable."""
     parts = []
     for item in error.errors():
-        variable = ".".join(str(part) for part in item["loc"]).upper()
+        name = str(item["loc"][0]) if item["loc"] else ""
+        field = next(
+            (f for key, f in model.model_fields.items() if name in (key, f.validation_alias)), None
+        )
+        is_alias = field is not None and field.validation_alias == name
+        variable = name if is_alias else (model.model_config.get("env_prefix", "") + name).upper()
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{variable}: {message}" if variable else message)
+        bounds = _bounds(field) if field else None
+        if bounds and item["type"] not in ("missing",):
+            message = f"must be {bounds} (got {item.get('input')!r})"
+        parts.append(f"{variable}: {message}" if name else message)
     return "invalid setting: " + "; ".join(parts)
+
+
+def _bounds(field) -> str | None:
+    low = high = None
+    for constraint in field.metadata:
+        low = getattr(constraint, "ge", None) if getattr(constraint, "ge", None) is not None else low
+        low = getattr(constraint, "gt", None) if getattr(constraint, "gt", None) is not None else low
+        high = getattr(constraint, "le", None) if getattr(constraint, "le", None) is not None else high
+    if low is None or high is None:
+        return None
+    return f"a number from {low:g} to {high:g}"
