@@ -9,7 +9,8 @@ import click
 from tg_parser import __version__
 from tg_parser.cli import render
 from tg_parser.cli.db import db, options, selected_targets
-from tg_parser.core.settings import SettingsError, load_settings
+from tg_parser.cli.llm import llm
+from tg_parser.core.settings import SettingsError, load_llm_settings, load_retry_settings, load_settings
 
 
 class TgParserGroup(click.Group):
@@ -29,6 +30,8 @@ class TgParserGroup(click.Group):
 def cli(ctx: click.Context) -> None:
     """TG_parser: collect Telegram channels, process them with LLMs, build a topic knowledge base."""
     ctx.obj = load_settings()
+    load_retry_settings()  # a bad value in any setting stops every command, naming the variable
+    load_llm_settings()
 
 
 @cli.command()
@@ -43,3 +46,4 @@ def init(settings, no_backup: bool) -> None:
 
 
 cli.add_command(db)
+cli.add_command(llm)

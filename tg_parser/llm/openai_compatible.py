@@ -19,7 +19,8 @@ class OpenAICompatibleClient(BaseLLMClient):
     def __init__(self, llm: LLMSettings, retry: RetrySettings | None = None, **injected):
         super().__init__(retry, **injected)
         self.llm = llm
-        headers = {"Authorization": f"Bearer {llm.api_key.get_secret_value()}"} if llm.api_key else {}
+        key = llm.api_key.get_secret_value() if llm.api_key else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=llm.base_url.rstrip("/") + "/", timeout=llm.timeout, headers=headers)
 
     def close(self) -> None:
