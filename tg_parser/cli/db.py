@@ -155,6 +155,44 @@ def revision(settings, name: str, message: str, autogenerate: bool) -> None:
 
 
 @db.command()
+@click.option("--to", "to_url", required=True, help="PostgreSQL URL to copy into (the three may share it).")
+@only_option
+@click.option("--allow-existing-rows", is_flag=True, help="Copy even if target tables already hold rows.")
+@click.pass_obj
+def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
+    """Copy every row into PostgreSQL and verify counts and checksums per table.
+
+    The target is brought to head first; the source is only read.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from tg_parser.migrate.orchestrator import upgrade
+    from tg_parser.migrate.transfer import transfer as run_transfer
+
+    try:
+        url = make_url(to_url)
+    except ArgumentError:
+        raise click.BadParameter("not a SQLAlchemy URL (e.g. postgresql+psycopg://user:pass@host/db)",
+                                 param_hint="--to") from None
+    if url.get_backend_name() != "postgresql":
+        raise click.BadParameter(f"must be a PostgreSQL URL, not {url.get_backend_name()}", param_hint="--to")
+    run_options = options(settings, no_backup=True)
+    reports = render.guarded(
+        lambda: run_transfer(
+            selected_targets(settings, only),
+            url,
+            upgrade=lambda targets: upgrade(targets, "head", run_options, report=render.outcome),
+            lock_timeout=settings.lock_timeout,
+            allow_existing_rows=allow_existing_rows,
+            progress=render.row_progress,
+        )
+    )
+    render.transfer(reports)
+    sys.exit(0 if all(r.ok for r in reports) else render.EXIT_FAILED)
+
+
+@db.command()
 @only_option
 @click.pass_obj
 def backups(settings, only) -> None:

@@ -80,20 +80,22 @@ def _revisions(revisions) -> str:
 
 def run_migration(function, targets: list[Target], revision: str, options) -> None:
     started = time.perf_counter()
-    outcomes = guarded(lambda: function(targets, revision, options, report=_outcome))
-    applied = sum(len(o.steps) for o in outcomes)
+    outcomes = guarded(lambda: function(targets, revision, options, report=outcome))
+    applied = sum(step.upgrade for o in outcomes for step in o.steps)
+    reverted = sum(not step.upgrade for o in outcomes for step in o.steps)
     adopted = sum(o.adoption is not None for o in outcomes)
-    if not applied and not adopted:
+    if not applied and not reverted and not adopted:
         click.echo("Nothing to do: every database is already where it was asked to be.")
         return
     backups = [o.backup.path.name for o in outcomes if o.backup]
+    moved = f"{applied} revision(s) applied" if not reverted else f"{reverted} revision(s) reverted"
     click.echo(
-        f"Done: {applied} revision(s) applied, {adopted} database(s) adopted, "
+        f"Done: {moved}, {adopted} database(s) adopted, "
         f"{len(backups)} backup(s) taken, in {time.perf_counter() - started:.2f} s."
     )
 
 
-def _outcome(outcome) -> None:
+def outcome(outcome) -> None:
     click.echo(f"{outcome.name:<{NAME_WIDTH}} {outcome.location}")
     if outcome.backup:
         click.echo(f"  backed up to {outcome.backup.path}")
@@ -110,6 +112,36 @@ def _outcome(outcome) -> None:
         click.echo(f"  now at {_revisions(outcome.after)}")
     else:
         click.echo(f"  unchanged at {_revisions(outcome.after)}")
+
+
+def row_progress(label: str, total: int):
+    """A progress bar of rows for one table; None for small tables."""
+    if total < 50_000:
+        return None
+    bar = click.progressbar(length=total, label=label, file=sys.stderr)
+
+    def advance(rows: int) -> None:
+        bar.update(rows)
+        if bar.pos >= total:
+            bar.render_finish()
+
+    return advance
+
+
+def transfer(reports: list) -> None:
+    click.echo(f"{'database':<{NAME_WIDTH}} {'table':<22} {'source rows':>12} {'target rows':>12}  checksum  {'rows/s':>9}")
+    for r in reports:
+        verdict = "equal" if r.source_checksum == r.target_checksum else "DIFFERS"
+        rate = r.source_rows / r.seconds if r.seconds else 0
+        click.echo(
+            f"{r.database:<{NAME_WIDTH}} {r.table:<22} {r.source_rows:>12,} {r.target_rows:>12,}  {verdict:<8}  {rate:>9,.0f}"
+        )
+    bad = [r for r in reports if not r.ok]
+    total = sum(r.source_rows for r in reports)
+    if bad:
+        click.echo(f"MISMATCH in {len(bad)} table(s): {', '.join(f'{r.database}.{r.table}' for r in bad)}", err=True)
+    else:
+        click.echo(f"Transferred {total:,} rows in {len(reports)} tables; every count and checksum matches.")
 
 
 def upgrade_sql(target: Target, revision: str) -> None:

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 
 from tg_parser.migrate.errors import Unreadable
 from tg_parser.migrate.target import Target
-from tg_parser.storage.schema_compare import compare, metadata_snapshot, snapshot
+from tg_parser.storage.schema_compare import compare, expected_snapshot, snapshot
 
 
 @dataclass
@@ -55,7 +55,20 @@ def check(target: Target) -> CheckResult:
             connection,
             opts={"version_table": db.version_table, "include_name": db.include_name, "compare_type": True},
         )
-        result.problems += [f"autogenerate: {diff}" for diff in compare_metadata(context, db.metadata)]
+        diffs = compare_metadata(context, db.metadata)
+        result.problems += [f"autogenerate: {diff}" for diff in diffs if not _primary_key_not_null(diff, db)]
         found = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
-        result.problems += [f"schema: {p}" for p in compare(metadata_snapshot(db.metadata), found)]
+        expected = expected_snapshot(db.metadata, connection)
+        result.problems += [f"schema: {p}" for p in compare(expected, found)]
     return result
+
+
+def _primary_key_not_null(diff, db) -> bool:
+    """PostgreSQL makes every primary-key column NOT NULL; the 3.0.0 SQLite schema left TEXT keys nullable.
+
+    Autogenerate reports that as a nullability change on a server database; it is not drift.
+    """
+    if not (isinstance(diff, list) and len(diff) == 1 and diff[0][0] == "modify_nullable"):
+        return False
+    _op, _schema, table, column, _existing, _old, new = diff[0]
+    return new is True and column in db.metadata.tables[table].primary_key.columns

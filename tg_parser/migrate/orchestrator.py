@@ -101,19 +101,20 @@ def _migrate(targets: list[Target], alembic_command, revision: str, options: Opt
 
 def _lock_order(targets: list[Target]):
     """Always the fixed upgrade order, whatever the direction, so two runs cannot deadlock."""
-    return [t.url for t in sorted(targets, key=lambda t: NAMES.index(t.name))]
+    return [(t.url, t.db.version_table) for t in sorted(targets, key=lambda t: NAMES.index(t.name))]
 
 
 def preflight(targets: Sequence[Target]) -> dict[str, tuple[str, ...]]:
-    """Read every selected database; refuse if one is unreadable, unknown, or a duplicate."""
+    """Read every selected database; refuse if one is unreadable, unknown, or a file shared by two."""
     problems: list[str] = []
     current: dict[str, tuple[str, ...]] = {}
-    seen: dict[object, str] = {}
+    seen: dict[Path, str] = {}
     for target in targets:
-        where = target.sqlite_file.resolve() if target.sqlite_file else str(target.url)
-        if where in seen:
-            problems.append(f"{target.name}: same database as {seen[where]} ({target.location})")
-        seen[where] = target.name
+        if target.sqlite_file is not None:  # a server database may hold all three; a file may not
+            where = target.sqlite_file.resolve()
+            if where in seen:
+                problems.append(f"{target.name}: same file as {seen[where]} ({target.location})")
+            seen[where] = target.name
         try:
             current[target.name] = target.current()
         except Unreadable as error:
@@ -279,7 +280,7 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | N
     file = target.sqlite_file
     if file is None:
         raise Refused([f"{target.name}: restore works on SQLite files; {target.location} is not one"])
-    with all_locked([target.url], options.lock_timeout):
+    with all_locked([(target.url, target.db.version_table)], options.lock_timeout):
         try:
             backup.verify(chosen)
         except (backup.BackupFailed, backup.sqlite3.Error) as error:

@@ -47,7 +47,7 @@ def run(name: str) -> None:
     url = _url(db)
     engine = make_engine(url)
     try:
-        with database_lock(url, load_settings().lock_timeout), engine.connect() as connection:
+        with database_lock(url, db.version_table, load_settings().lock_timeout), engine.connect() as connection:
             _run_online(connection, options)
     finally:
         engine.dispose()

@@ -9,6 +9,7 @@ WHERE; CHECK expressions; AUTOINCREMENT. Used by the schema tests, adoption and 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import MetaData, create_engine, inspect
@@ -63,20 +64,21 @@ def _balanced(text: str) -> bool:
     return depth == 0
 
 
-def snapshot(connection: Connection, tables: set[str] | None = None) -> dict[str, TableShape]:
+def snapshot(connection: Connection, tables: set[str] | None = None, schema: str | None = None) -> dict[str, TableShape]:
     """The shape of every user table (or of `tables`), version tables excluded."""
     inspector = inspect(connection)
-    names = [n for n in inspector.get_table_names() if not _IGNORED_TABLE.match(n)]
+    names = [n for n in inspector.get_table_names(schema=schema) if not _IGNORED_TABLE.match(n)]
     if tables is not None:
         names = [n for n in names if n in tables]
-    return {name: _table(connection, inspector, name) for name in sorted(names)}
+    return {name: _table(connection, inspector, name, schema) for name in sorted(names)}
 
 
-def _table(connection: Connection, inspector, name: str) -> TableShape:
+def _table(connection: Connection, inspector, name: str, schema: str | None) -> TableShape:
     sqlite = connection.dialect.name == "sqlite"
-    primary_key = tuple(inspector.get_pk_constraint(name)["constrained_columns"])
+    primary_key = tuple(inspector.get_pk_constraint(name, schema=schema)["constrained_columns"])
+    reflected_columns = inspector.get_columns(name, schema=schema)
     columns = []
-    for column in inspector.get_columns(name):
+    for column in reflected_columns:
         type_ = column["type"].compile(dialect=connection.dialect).upper()
         nullable = bool(column["nullable"])
         if sqlite and primary_key == (column["name"],) and type_ == "INTEGER":
@@ -89,12 +91,12 @@ def _table(connection: Connection, inspector, name: str) -> TableShape:
             tuple(fk["referred_columns"]),
             tuple(sorted((fk.get("options") or {}).items())),
         )
-        for fk in inspector.get_foreign_keys(name)
+        for fk in inspector.get_foreign_keys(name, schema=schema)
     )
-    checks = frozenset(normalize_sql(c["sqltext"]) for c in inspector.get_check_constraints(name))
+    checks = frozenset(normalize_sql(c["sqltext"]) for c in inspector.get_check_constraints(name, schema=schema))
     indexes = {
         index["name"]: _index(connection, index)
-        for index in inspector.get_indexes(name)
+        for index in inspector.get_indexes(name, schema=schema)
         if not index.get("duplicates_constraint")
     }
     if sqlite:
@@ -103,7 +105,7 @@ def _table(connection: Connection, inspector, name: str) -> TableShape:
         ).scalar()
         autoincrement = bool(re.search(r"\bAUTOINCREMENT\b", sql or "", re.IGNORECASE))
     else:
-        autoincrement = any(column.get("identity") for column in inspector.get_columns(name))
+        autoincrement = any(column.get("identity") for column in reflected_columns)
     return TableShape(tuple(columns), primary_key, foreign_keys, indexes, checks, autoincrement)
 
 
@@ -128,6 +130,25 @@ def metadata_snapshot(metadata: MetaData) -> dict[str, TableShape]:
     with engine.begin() as connection:
         metadata.create_all(connection)
         return snapshot(connection)
+
+
+def expected_snapshot(metadata: MetaData, connection: Connection) -> dict[str, TableShape]:
+    """The shape `metadata` gets on `connection`'s own server, so both sides are reflected alike.
+
+    SQLite: built in memory. PostgreSQL: built in a scratch schema inside a transaction
+    that is rolled back, leaving nothing behind.
+    """
+    if connection.dialect.name == "sqlite":
+        return metadata_snapshot(metadata)
+    schema = f"tg_parser_expected_{uuid.uuid4().hex[:12]}"
+    with connection.engine.connect() as scratch:
+        transaction = scratch.begin()
+        try:
+            scratch.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            metadata.create_all(scratch.execution_options(schema_translate_map={None: schema}))
+            return snapshot(scratch, schema=schema)
+        finally:
+            transaction.rollback()
 
 
 def compare(expected: dict[str, TableShape], found: dict[str, TableShape]) -> list[str]:

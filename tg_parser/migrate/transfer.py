@@ -1,0 +1,186 @@
+"""`db transfer`: copy every row of the configured databases into PostgreSQL, then prove it.
+
+The target is first brought to head by the same Alembic projects (one schema, never a
+second copy of it). Rows are streamed in batches (memory stays bounded whatever the size)
+and written with PostgreSQL's COPY; identity sequences are moved past the copied ids; then
+each table's row count and content checksum are compared between source and target.
+The source is opened read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Table, create_engine, func, inspect, select, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import NullPool
+
+from tg_parser.migrate.errors import Refused
+from tg_parser.migrate.target import Target
+from tg_parser.storage.engine import make_engine
+from tg_parser.storage.lock import all_locked
+
+BATCH_ROWS = 5000
+CHECKSUM_MODULUS = 2**64
+
+
+@dataclass
+class TableReport:
+    database: str
+    table: str
+    source_rows: int = 0
+    target_rows: int = 0
+    source_checksum: int = 0
+    target_checksum: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.source_rows == self.target_rows and self.source_checksum == self.target_checksum
+
+
+@dataclass
+class RowChecksum:
+    """Row count and an order-independent checksum (a sum of per-row hashes), built while streaming.
+
+    Order-independent because SQLite and PostgreSQL sort text differently; both sides are
+    hashed in this one process, so the same row always gives the same hash.
+    """
+
+    rows: int = 0
+    value: int = 0
+
+    def add(self, row: tuple) -> None:
+        self.rows += 1
+        self.value = (self.value + hash(row)) % CHECKSUM_MODULUS
+
+
+def transfer(
+    sources: list[Target],
+    to_url: URL,
+    *,
+    upgrade: Callable[[list[Target]], object],
+    lock_timeout: float,
+    allow_existing_rows: bool = False,
+    progress: Callable[[str, int], Callable[[int], None] | None] = lambda label, total: None,
+) -> list[TableReport]:
+    """Copy `sources` into `to_url`; `upgrade` brings the target databases to head."""
+    if to_url.get_backend_name() != "postgresql":
+        raise Refused([f"--to must be a PostgreSQL URL, not {to_url.get_backend_name()}"])
+    destinations = [Target(s.db, to_url, to_url.render_as_string(hide_password=True), None) for s in sources]
+    _check_sources(sources)
+    if not allow_existing_rows:
+        _refuse_rows_in(destinations)
+    upgrade(destinations)  # takes and releases the migration locks itself
+    with all_locked([(d.url, d.db.version_table) for d in destinations], lock_timeout):
+        reports = []
+        engine = make_engine(to_url)
+        try:
+            for source in sources:
+                reports += _copy_database(source, engine, progress)
+        finally:
+            engine.dispose()
+    return reports
+
+
+def _check_sources(sources: list[Target]) -> None:
+    problems = []
+    for source in sources:
+        if not source.exists():
+            problems.append(f"{source.name}: {source.location} does not exist")
+        elif set(source.current()) != set(source.heads()):
+            problems.append(
+                f"{source.name}: source is at {', '.join(source.current()) or '(no revision)'}, not at head;"
+                " run tg-parser db upgrade first"
+            )
+    if problems:
+        raise Refused(problems)
+
+
+def _refuse_rows_in(destinations: list[Target]) -> None:
+    problems = []
+    engine = make_engine(destinations[0].url)
+    try:
+        with engine.connect() as connection:
+            existing = set(inspect(connection).get_table_names())
+            for destination in destinations:
+                for table in destination.db.metadata.sorted_tables:
+                    if table.name in existing and connection.execute(select(func.count()).select_from(table)).scalar():
+                        problems.append(f"{destination.name}: target table {table.name} already holds rows")
+    finally:
+        engine.dispose()
+    if problems:
+        raise Refused(problems + ["pass --allow-existing-rows to copy into it anyway"])
+
+
+def _copy_database(source: Target, target_engine, progress) -> list[TableReport]:
+    reports = []
+    source_engine = _read_only_engine(source)
+    try:
+        with source_engine.connect() as reader:
+            for table in source.db.metadata.sorted_tables:
+                report = TableReport(source.name, table.name)
+                started = time.perf_counter()
+                total = reader.execute(select(func.count()).select_from(table)).scalar()
+                advance = progress(f"{source.name}.{table.name}", total)
+                with target_engine.begin() as writer:
+                    checksum = _copy_table(reader, writer, table, advance)
+                    _move_identity_past_copied_ids(writer, table)
+                report.source_rows, report.source_checksum = checksum.rows, checksum.value
+                with target_engine.connect() as verifier:
+                    target = RowChecksum()
+                    for row in _stream(verifier, table):
+                        target.add(row)
+                report.target_rows, report.target_checksum = target.rows, target.value
+                report.seconds = time.perf_counter() - started
+                reports.append(report)
+    finally:
+        source_engine.dispose()
+    return reports
+
+
+def _read_only_engine(source: Target):
+    if source.sqlite_file is None:
+        return make_engine(source.url)
+    uri = f"file:{source.sqlite_file}?mode=ro"
+    return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
+
+
+def _stream(connection: Connection, table: Table) -> Iterator[tuple]:
+    result = connection.execution_options(yield_per=BATCH_ROWS).execute(select(*table.columns))
+    for partition in result.partitions():
+        yield from (tuple(row) for row in partition)
+
+
+def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> RowChecksum:
+    checksum = RowChecksum()
+    columns = ", ".join(writer.dialect.identifier_preparer.quote(c.name) for c in table.columns)
+    name = writer.dialect.identifier_preparer.quote(table.name)
+    cursor = writer.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
+        for row in _stream(reader, table):
+            copy.write_row(row)
+            checksum.add(row)
+            if advance and checksum.rows % BATCH_ROWS == 0:
+                advance(BATCH_ROWS)
+    if advance:
+        advance(checksum.rows % BATCH_ROWS)
+    return checksum
+
+
+def _move_identity_past_copied_ids(writer: Connection, table: Table) -> None:
+    """Rows inserted after the transfer must get ids above the copied ones."""
+    for column in table.columns:
+        if column.identity is None:
+            continue
+        writer.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence(:table, :column),"
+                f" COALESCE((SELECT max({column.name}) FROM {table.name}), 1),"
+                f" (SELECT max({column.name}) FROM {table.name}) IS NOT NULL)"
+            ),
+            {"table": table.name, "column": column.name},
+        )
