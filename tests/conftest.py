@@ -132,3 +132,33 @@ def tg_parser_run(*args: str, projects: Path | None = None, env: dict | None = N
     process = tg_parser_process(*args, projects=projects, env=env)
     stdout, stderr = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The server comes from TG_PARSER_TEST_POSTGRES_URL. Without it the test is skipped,
+    except under CI=true, where a missing server is a failure.
+    """
+    server = os.environ.get("TG_PARSER_TEST_POSTGRES_URL")
+    if not server:
+        reason = "TG_PARSER_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"tg_parser_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

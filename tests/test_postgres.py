@@ -1,0 +1,189 @@
+"""The same three Alembic projects on a real PostgreSQL server, and `db transfer` into it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from tests.conftest import REPO, content_checksums, run_cli, tg_parser_process
+from tg_parser.storage.databases import DATABASES
+
+URL_VARIABLES = [f"{db.setting_stem}_DB_URL" for db in DATABASES]
+
+
+def point_all_at(monkeypatch, url) -> str:
+    rendered = url.render_as_string(hide_password=False)
+    for variable in URL_VARIABLES:
+        monkeypatch.setenv(variable, rendered)
+    return rendered
+
+
+def tables(url) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("db", DATABASES, ids=lambda db: db.name)
+def test_each_project_alone_upgrades_checks_downgrades_and_upgrades_again(monkeypatch, postgres_url, db):
+    point_all_at(monkeypatch, postgres_url)
+    assert run_cli("db", "heads", "--only", db.name).output.split()[1] == f"{db.name}_0001"
+    up = run_cli("db", "upgrade", "--only", db.name)
+    assert up.exit_code == 0, up.output
+    assert tables(postgres_url) == set(db.metadata.tables) | {db.version_table}
+    check = run_cli("db", "check", "--only", db.name)
+    assert check.exit_code == 0, check.output
+    down = run_cli("db", "downgrade", "base", "--only", db.name, "--yes")
+    assert down.exit_code == 0, down.output
+    assert tables(postgres_url) == {db.version_table}
+    assert run_cli("db", "upgrade", "--only", db.name).exit_code == 0
+    assert run_cli("db", "check", "--only", db.name).exit_code == 0
+
+
+def test_all_three_share_one_database(monkeypatch, postgres_url):
+    point_all_at(monkeypatch, postgres_url)
+    result = run_cli("init")
+    assert result.exit_code == 0, result.output
+    expected = {t for db in DATABASES for t in (*db.metadata.tables, db.version_table)}
+    assert tables(postgres_url) == expected
+    check = run_cli("db", "check", "--json")
+    assert check.exit_code == 0, check.output
+    assert json.loads(check.output)["ok"] is True
+
+
+def test_check_sees_drift_on_postgres(monkeypatch, postgres_url):
+    point_all_at(monkeypatch, postgres_url)
+    run_cli("init")
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX topic_bundles_current_unique_idx")
+        connection.exec_driver_sql("CREATE UNIQUE INDEX topic_bundles_current_unique_idx ON topic_bundles (topic_id)")
+    engine.dispose()
+    result = run_cli("db", "check", "--only", "processing")
+    assert result.exit_code == 1
+    assert "index topic_bundles_current_unique_idx: expected" in result.output
+
+
+def test_postgres_enforces_what_sqlite_enforces(monkeypatch, postgres_url):
+    point_all_at(monkeypatch, postgres_url)
+    assert run_cli("init").exit_code == 0
+    engine = create_engine(postgres_url)
+    now = "2025-12-28T12:00:00+00:00"
+    try:
+        with pytest.raises(IntegrityError, match="check"), engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO sources (source_id, channel_id, status, include_comments, created_at, updated_at)"
+                     " VALUES ('s1', 'c1', 'deleted', 0, :now, :now)"),
+                {"now": now},
+            )
+        bundle = text("INSERT INTO topic_bundles (topic_id, updated_at, items_json) VALUES ('topic:1', :now, '[]')")
+        with engine.begin() as connection:
+            connection.execute(bundle, {"now": now})
+        with pytest.raises(IntegrityError, match="topic_bundles_current_unique_idx"), engine.begin() as connection:
+            connection.execute(bundle, {"now": now})
+        with engine.begin() as connection:  # snapshots of the same topic are a different kind of row
+            connection.execute(
+                text("INSERT INTO topic_bundles (topic_id, updated_at, time_from, time_to, items_json)"
+                     " VALUES ('topic:1', :now, '2025-01-01', '2025-02-01', '[]')"),
+                {"now": now},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_transfer_of_the_3_0_0_fixtures(monkeypatch, legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade").exit_code == 0  # adoption first
+    sources_before = {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES}
+    target = postgres_url.render_as_string(hide_password=False)
+
+    result = run_cli("db", "transfer", "--to", target)
+    assert result.exit_code == 0, result.output
+    assert "every count and checksum matches" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["ingestion"], ["raw"], ["processing"]) and "equal" in line]
+    assert len(rows) == sum(len(db.metadata.tables) for db in DATABASES)
+    assert all(row[2] == row[3] for row in rows)
+    assert {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES} == sources_before
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        copied = connection.exec_driver_sql("SELECT count(*), max(id) FROM raw_conflicts").one()
+        assert copied[0] > 0
+        new_id = connection.execute(
+            text("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES ('x', 'now', 'test') RETURNING id")
+        ).scalar()
+        assert new_id > copied[1]
+        new_attempt = connection.execute(
+            text("INSERT INTO source_attempts (source_id, attempt_at, success) VALUES ('s', 'now', 1) RETURNING id")
+        ).scalar()
+        assert new_attempt > connection.exec_driver_sql("SELECT max(id) FROM source_attempts WHERE id < %s", (new_attempt,)).scalar()
+    engine.dispose()
+
+    again = run_cli("db", "transfer", "--to", target)
+    assert again.exit_code == 3
+    assert "already holds rows" in again.output and "Nothing was changed." in again.output
+
+
+def test_transfer_refuses_a_source_behind_head_and_a_non_postgres_target(legacy_copy, postgres_url):
+    target = postgres_url.render_as_string(hide_password=False)
+    behind = run_cli("db", "transfer", "--to", target, "--only", "raw")
+    assert behind.exit_code == 3 and "run tg-parser db upgrade first" in behind.output
+    wrong = run_cli("db", "transfer", "--to", "sqlite:////tmp/x.sqlite")
+    assert wrong.exit_code == 2 and "must be a PostgreSQL URL" in wrong.output
+    garbage = run_cli("db", "transfer", "--to", "::nonsense::")
+    assert garbage.exit_code == 2 and "not a SQLAlchemy URL" in garbage.output
+    assert tables(postgres_url) == set()
+
+
+def test_two_concurrent_upgrades_of_one_postgres_database(postgres_url):
+    rendered = postgres_url.render_as_string(hide_password=False)
+    env = {variable: rendered for variable in URL_VARIABLES}
+    processes = [tg_parser_process("db", "upgrade", env=env) for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    assert [code for code, _o, _e in results] == [0, 0], results
+    assert sum(out.count("applied ") for _c, out, _e in results) == 3
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        for db in DATABASES:
+            versions = connection.exec_driver_sql(f"SELECT version_num FROM {db.version_table}").scalars().all()
+            assert versions == [f"{db.name}_0001"]
+    engine.dispose()
+
+
+def test_a_password_with_special_characters_works_and_is_masked(monkeypatch, postgres_url):
+    password = "p@ss:w/rd%?&#"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql("DROP ROLE IF EXISTS tg_parser_special")
+        escaped = password.replace("%", "%%")  # the driver's own placeholder character
+        connection.exec_driver_sql(f"CREATE ROLE tg_parser_special LOGIN PASSWORD '{escaped}'")
+        connection.exec_driver_sql(f'GRANT ALL ON SCHEMA public TO tg_parser_special')
+    try:
+        url = postgres_url.set(username="tg_parser_special", password=password).render_as_string(hide_password=False)
+        quoted = url.split("tg_parser_special:", 1)[1].split("@127.0.0.1", 1)[0]
+        assert quoted != password and "%40" in quoted  # URL-encoded, as a user would write it
+        for variable in URL_VARIABLES:
+            monkeypatch.setenv(variable, url)
+        result = run_cli("init")
+        assert result.exit_code == 0, result.output
+        current = run_cli("db", "current")
+        for output in (result.output, current.output):
+            assert "***" in output and password not in output and quoted not in output
+        plain = subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", "migrations_raw/alembic.ini", "-x", f"url={url}", "current"],
+            cwd=REPO, capture_output=True, text=True, check=False,
+        )
+        assert plain.returncode == 0, plain.stderr
+        assert "raw_0001 (head)" in plain.stdout
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql("DROP OWNED BY tg_parser_special")
+            connection.exec_driver_sql("DROP ROLE tg_parser_special")
+        admin.dispose()
