@@ -187,3 +187,17 @@ def test_a_password_with_special_characters_works_and_is_masked(monkeypatch, pos
             connection.exec_driver_sql("DROP OWNED BY tg_parser_special")
             connection.exec_driver_sql("DROP ROLE tg_parser_special")
         admin.dispose()
+
+
+def test_autogenerate_on_postgres_proposes_nothing_for_an_up_to_date_database(postgres_url, projects):
+    from tests.conftest import tg_parser_run
+
+    rendered = postgres_url.render_as_string(hide_password=False)
+    env = {variable: rendered for variable in URL_VARIABLES}
+    assert tg_parser_run("init", projects=projects, env=env).returncode == 0
+    result = tg_parser_run("db", "revision", "--only", "processing", "-m", "probe", "--autogenerate",
+                           projects=projects, env=env)
+    assert result.returncode == 0, result.stderr
+    (written,) = (projects / "migrations_processing" / "versions").glob("processing_0002_*.py")
+    body = written.read_text()
+    assert "op." not in body.split("def upgrade")[1], body

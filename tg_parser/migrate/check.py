@@ -56,7 +56,9 @@ def check(target: Target) -> CheckResult:
             opts={"version_table": db.version_table, "include_name": db.include_name, "compare_type": True},
         )
         diffs = compare_metadata(context, db.metadata)
-        result.problems += [f"autogenerate: {diff}" for diff in diffs if not _primary_key_not_null(diff, db)]
+        if connection.dialect.name != "sqlite":
+            diffs = [diff for diff in diffs if not _primary_key_not_null(diff, db)]
+        result.problems += [f"autogenerate: {diff}" for diff in diffs]
         found = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
         expected = expected_snapshot(db.metadata, connection)
         result.problems += [f"schema: {p}" for p in compare(expected, found)]
@@ -64,11 +66,8 @@ def check(target: Target) -> CheckResult:
 
 
 def _primary_key_not_null(diff, db) -> bool:
-    """PostgreSQL makes every primary-key column NOT NULL; the 3.0.0 SQLite schema left TEXT keys nullable.
-
-    Autogenerate reports that as a nullability change on a server database; it is not drift.
-    """
+    """Autogenerate's nullability change on a primary key the server made NOT NULL: not drift."""
     if not (isinstance(diff, list) and len(diff) == 1 and diff[0][0] == "modify_nullable"):
         return False
     _op, _schema, table, column, _existing, _old, new = diff[0]
-    return new is True and column in db.metadata.tables[table].primary_key.columns
+    return new is True and db.is_nullable_primary_key(table, column)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.autogenerate.rewriter import Rewriter
+from alembic.operations import ops
 from sqlalchemy.engine import make_url
 
 from tg_parser.core.settings import load_settings
@@ -32,6 +34,7 @@ def run(name: str) -> None:
         transactional_ddl=True,
         transaction_per_migration=True,
         compare_type=True,
+        process_revision_directives=_without_primary_key_nullability(db),
         on_version_apply=config.attributes.get("on_version_apply"),
     )
     if context.is_offline_mode():
@@ -57,6 +60,22 @@ def _run_online(connection, options: dict) -> None:
     context.configure(connection=connection, **options)
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _without_primary_key_nullability(db: Database) -> Rewriter:
+    """Autogenerate on a server database must not propose making a primary key nullable again."""
+    writer = Rewriter()
+
+    @writer.rewrites(ops.AlterColumnOp)
+    def drop_noise(context, revision, op):
+        noise = (
+            context.dialect.name != "sqlite"
+            and op.modify_nullable is not None
+            and db.is_nullable_primary_key(op.table_name, op.column_name)
+        )
+        return [] if noise else op
+
+    return writer
 
 
 def _url(db: Database):

@@ -62,6 +62,15 @@ class Database:
             for name in (*other.metadata.tables, other.version_table)
         )
 
+    def is_nullable_primary_key(self, table: str, column: str) -> bool:
+        """A primary-key column the 3.0.0 schema left nullable (as SQLite allows for TEXT keys).
+
+        Server databases make every primary-key column NOT NULL, so there a nullability
+        difference on such a column is expected, not drift.
+        """
+        model = self.metadata.tables.get(table)
+        return model is not None and column in model.primary_key.columns and model.c[column].nullable
+
     def include_name(self, name: str | None, type_: str, _parent_names=None) -> bool:
         """Alembic's `include_name` hook: autogenerate never sees another database's tables."""
         return type_ != "table" or not (name in self.foreign_tables or name.startswith("sqlite_"))
