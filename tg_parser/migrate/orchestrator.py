@@ -214,15 +214,19 @@ def _undo(attempted: list[_Plan], not_started: list[_Plan]) -> None:
     """Put back every database this run touched, from its backup (or remove a file it created)."""
     for plan in attempted:
         file = plan.target.sqlite_file
-        if plan.outcome.backup is not None:
-            backup.restore(plan.outcome.backup.path, file)
-            plan.outcome.status = f"restored from {plan.outcome.backup.path.name}"
-        elif file is not None and not plan.existed and file.exists():
-            file.unlink()
-            plan.outcome.status = "removed the file this run created"
-        elif plan.needs_work:
-            plan.outcome.status = "not restored (no backup was taken)"
-        plan.outcome.after = plan.target.current() if file is None or file.exists() else ()
+        try:
+            if plan.outcome.backup is not None:
+                backup.restore(plan.outcome.backup.path, file)
+                plan.outcome.status = f"restored from {plan.outcome.backup.path.name}"
+            elif file is not None and not plan.existed and file.exists():
+                file.unlink()
+                plan.outcome.status = "removed the file this run created"
+            elif plan.needs_work:
+                plan.outcome.status = "not restored (no backup was taken)"
+            plan.outcome.after = plan.target.current() if file is None or file.exists() else ()
+        except Exception as error:  # keep going: every other database still deserves its restore
+            where = plan.outcome.backup.path if plan.outcome.backup else "no backup"
+            plan.outcome.status = f"RESTORE FAILED ({_describe(error)}); the backup is {where}"
     for plan in not_started:
         plan.outcome.status = "not started"
 

@@ -18,7 +18,7 @@ from sqlalchemy import Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import NullPool
 
-from tg_parser.migrate.errors import Refused
+from tg_parser.migrate.errors import Refused, Unreadable
 from tg_parser.migrate.target import Target
 from tg_parser.storage.engine import make_engine
 from tg_parser.storage.lock import all_locked
@@ -91,9 +91,15 @@ def _check_sources(sources: list[Target]) -> None:
     for source in sources:
         if not source.exists():
             problems.append(f"{source.name}: {source.location} does not exist")
-        elif set(source.current()) != set(source.heads()):
+            continue
+        try:
+            current = source.current()
+        except Unreadable as error:
+            problems.append(f"{source.name}: {error}")
+            continue
+        if set(current) != set(source.heads()):
             problems.append(
-                f"{source.name}: source is at {', '.join(source.current()) or '(no revision)'}, not at head;"
+                f"{source.name}: source is at {', '.join(current) or '(no revision)'}, not at head;"
                 " run tg-parser db upgrade first"
             )
     if problems:
