@@ -122,3 +122,25 @@ def test_revision_writes_into_the_named_project_only(data_dir, projects):
 def test_revision_needs_one_database(data_dir):
     result = run_cli("db", "revision", "-m", "x")
     assert result.exit_code == 2 and "--only" in result.output
+
+
+def test_a_backup_reports_progress_and_is_byte_identical(legacy_copy, tmp_path):
+    from tg_parser.migrate import backup
+
+    source = legacy_copy / "raw_storage.sqlite"
+    calls = []
+    made = backup.take("raw", "unversioned", source, tmp_path, lambda done, total: calls.append((done, total)))
+    size = source.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert file_digest(made.path) == file_digest(LEGACY / "raw_storage.sqlite")
+    assert [b.path for b in backup.list_backups(tmp_path, "raw")] == [made.path]
+
+
+def test_a_truncated_backup_is_refused_by_restore(legacy_copy):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    (made,) = (legacy_copy / "backups").glob("raw-*.sqlite")
+    made.write_bytes(made.read_bytes()[: 4096 * 3])
+    before = file_digest(legacy_copy / "raw_storage.sqlite")
+    result = run_cli("db", "restore", "raw", made.name, "--yes")
+    assert result.exit_code == 3 and "is not a usable backup" in result.output
+    assert file_digest(legacy_copy / "raw_storage.sqlite") == before
