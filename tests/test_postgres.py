@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import REPO, content_checksums, run_cli, tg_parser_process
-from tg_parser.storage.databases import DATABASES
+from tg_parser.storage.databases import DATABASES, get_database
 
 URL_VARIABLES = [f"{db.setting_stem}_DB_URL" for db in DATABASES]
 
@@ -164,7 +164,7 @@ def test_a_password_with_special_characters_works_and_is_masked(monkeypatch, pos
         connection.exec_driver_sql("DROP ROLE IF EXISTS tg_parser_special")
         escaped = password.replace("%", "%%")  # the driver's own placeholder character
         connection.exec_driver_sql(f"CREATE ROLE tg_parser_special LOGIN PASSWORD '{escaped}'")
-        connection.exec_driver_sql(f'GRANT ALL ON SCHEMA public TO tg_parser_special')
+        connection.exec_driver_sql('GRANT ALL ON SCHEMA public TO tg_parser_special')
     try:
         url = postgres_url.set(username="tg_parser_special", password=password).render_as_string(hide_password=False)
         quoted = url.split("tg_parser_special:", 1)[1].split("@127.0.0.1", 1)[0]
@@ -201,3 +201,49 @@ def test_autogenerate_on_postgres_proposes_nothing_for_an_up_to_date_database(po
     (written,) = (projects / "migrations_processing" / "versions").glob("processing_0002_*.py")
     body = written.read_text()
     assert "op." not in body.split("def upgrade")[1], body
+
+
+def upgrade_target(url, name: str) -> None:
+    from tests.conftest import tg_parser_run
+
+    variable = f"{get_database(name).setting_stem}_DB_URL"
+    result = tg_parser_run("db", "upgrade", "--only", name, env={variable: url.render_as_string(hide_password=False)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_transfer_into_a_database_with_rows_when_told_to(legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade", "--only", "ingestion").exit_code == 0
+    upgrade_target(postgres_url, "ingestion")
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO sources (source_id, channel_id, status, include_comments, created_at, updated_at)"
+            " VALUES ('already-here', 'c', 'active', 0, 'now', 'now')"
+        )
+    target = postgres_url.render_as_string(hide_password=False)
+    refused = run_cli("db", "transfer", "--to", target, "--only", "ingestion")
+    assert refused.exit_code == 3
+    result = run_cli("db", "transfer", "--to", target, "--only", "ingestion", "--allow-existing-rows")
+    assert result.exit_code == 0, result.output
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM sources").scalar() == 3 + 1
+    engine.dispose()
+
+
+def test_a_transfer_whose_copy_differs_is_reported_and_rolled_back(legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    upgrade_target(postgres_url, "raw")
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:  # a target that silently alters what it is given
+        connection.exec_driver_sql(
+            "CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.text := upper(NEW.text); RETURN NEW; END $$"
+            " LANGUAGE plpgsql"
+        )
+        connection.exec_driver_sql("CREATE TRIGGER shout BEFORE INSERT ON raw_messages FOR EACH ROW EXECUTE FUNCTION shout()")
+    result = run_cli("db", "transfer", "--to", postgres_url.render_as_string(hide_password=False), "--only", "raw")
+    assert result.exit_code == 1
+    assert "DIFFERS" in result.stdout and "MISMATCH in 1 table(s): raw.raw_messages" in result.output
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM raw_messages").scalar() == 0
+        assert connection.exec_driver_sql("SELECT count(*) FROM raw_conflicts").scalar() == 0
+    engine.dispose()

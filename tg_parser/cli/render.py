@@ -139,7 +139,8 @@ def transfer(reports: list) -> None:
     bad = [r for r in reports if not r.ok]
     total = sum(r.source_rows for r in reports)
     if bad:
-        click.echo(f"MISMATCH in {len(bad)} table(s): {', '.join(f'{r.database}.{r.table}' for r in bad)}", err=True)
+        tables = ", ".join(f"{r.database}.{r.table}" for r in bad)
+        click.echo(f"MISMATCH in {len(bad)} table(s): {tables}. Rolled back: the target is as it was.", err=True)
     else:
         click.echo(f"Transferred {total:,} rows in {len(reports)} tables; every count and checksum matches.")
 

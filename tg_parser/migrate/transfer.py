@@ -4,7 +4,8 @@ The target is first brought to head by the same Alembic projects (one schema, ne
 second copy of it). Rows are streamed in batches (memory stays bounded whatever the size)
 and written with PostgreSQL's COPY; identity sequences are moved past the copied ids; then
 each table's row count and content checksum are compared between source and target.
-The source is opened read-only.
+The whole copy is one transaction on the target, committed only when every table
+verifies. The source is opened read-only.
 """
 
 from __future__ import annotations
@@ -76,11 +77,15 @@ def transfer(
         _refuse_rows_in(destinations)
     upgrade(destinations)  # takes and releases the migration locks itself
     with all_locked([(d.url, d.db.version_table) for d in destinations], lock_timeout):
-        reports = []
         engine = make_engine(to_url)
         try:
-            for source in sources:
-                reports += _copy_database(source, engine, progress)
+            with engine.connect() as writer:
+                transaction = writer.begin()  # one transaction: kept only if every table verifies
+                reports = [r for source in sources for r in _copy_database(source, writer, progress)]
+                if all(r.ok for r in reports):
+                    transaction.commit()
+                else:
+                    transaction.rollback()
         finally:
             engine.dispose()
     return reports
@@ -122,7 +127,12 @@ def _refuse_rows_in(destinations: list[Target]) -> None:
         raise Refused(problems + ["pass --allow-existing-rows to copy into it anyway"])
 
 
-def _copy_database(source: Target, target_engine, progress) -> list[TableReport]:
+def _copy_database(source: Target, writer: Connection, progress) -> list[TableReport]:
+    """Copy each table, then read it back from the target inside the same transaction.
+
+    The checksum is additive, so rows the target already held (with --allow-existing-rows)
+    are subtracted out: what must match the source is what this run added.
+    """
     reports = []
     source_engine = _read_only_engine(source)
     try:
@@ -130,22 +140,26 @@ def _copy_database(source: Target, target_engine, progress) -> list[TableReport]
             for table in source.db.metadata.sorted_tables:
                 report = TableReport(source.name, table.name)
                 started = time.perf_counter()
+                before = _checksum(writer, table)
                 total = reader.execute(select(func.count()).select_from(table)).scalar()
-                advance = progress(f"{source.name}.{table.name}", total)
-                with target_engine.begin() as writer:
-                    checksum = _copy_table(reader, writer, table, advance)
-                    _move_identity_past_copied_ids(writer, table)
-                report.source_rows, report.source_checksum = checksum.rows, checksum.value
-                with target_engine.connect() as verifier:
-                    target = RowChecksum()
-                    for row in _stream(verifier, table):
-                        target.add(row)
-                report.target_rows, report.target_checksum = target.rows, target.value
+                copied = _copy_table(reader, writer, table, progress(f"{source.name}.{table.name}", total))
+                _move_identity_past_copied_ids(writer, table)
+                after = _checksum(writer, table)
+                report.source_rows, report.source_checksum = copied.rows, copied.value
+                report.target_rows = after.rows - before.rows
+                report.target_checksum = (after.value - before.value) % CHECKSUM_MODULUS
                 report.seconds = time.perf_counter() - started
                 reports.append(report)
     finally:
         source_engine.dispose()
     return reports
+
+
+def _checksum(connection: Connection, table: Table) -> RowChecksum:
+    checksum = RowChecksum()
+    for row in _stream(connection, table):
+        checksum.add(row)
+    return checksum
 
 
 def _read_only_engine(source: Target):
