@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from alembic import command
@@ -211,5 +212,34 @@ def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: 
 
     The database as it is now is backed up first, unless --no-backup.
     """
+    from tg_parser.migrate.orchestrator import restore as restore_database
+
     target = Target.from_settings(get_database(name), settings)
-    render.restore(target, settings, backup_name, yes=yes, keep_current=not no_backup)
+    chosen = _choose_backup(target, settings.backups_dir, backup_name)
+    question = f"Replace {target.location} with {chosen.name}?"
+    if not render.confirm([f"{name}: {target.location} will be replaced by {chosen}"], yes, question):
+        click.echo("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.", err=True)
+        sys.exit(render.EXIT_REFUSED)
+    safety = render.guarded(lambda: restore_database(target, chosen, options(settings, no_backup=no_backup)))
+    if safety:
+        click.echo(f"{name:<{render.NAME_WIDTH}} the replaced database was backed up to {safety.path}")
+    click.echo(f"{name:<{render.NAME_WIDTH}} restored {target.location} from {chosen.name}")
+
+
+def _choose_backup(target: Target, directory: Path, backup_name: str | None) -> Path:
+    """The named backup (a file in the backups folder, or a path), or the newest of the database."""
+    from tg_parser.migrate import backup
+
+    if backup_name is None:
+        found = backup.list_backups(directory, target.name)
+        if not found:
+            raise click.UsageError(f"no backups of {target.name} in {directory}")
+        return found[0].path
+    for candidate in (directory / backup_name, Path(backup_name)):
+        if candidate.is_file():
+            return candidate
+    names = [b.path.name for b in backup.list_backups(directory, target.name)]
+    raise click.BadParameter(
+        f"no backup {backup_name!r}; backups of {target.name}: {', '.join(names) or 'none'}",
+        param_hint="BACKUP",
+    )

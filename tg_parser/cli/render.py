@@ -1,7 +1,7 @@
 """What `tg-parser` prints (a table for people, JSON for machines) and which exit code it returns.
 
 The heavier modules (orchestrator, backups, checks) are imported by the functions that need
-them, so `tg-parser db current` starts as fast as a plain `alembic current`.
+them, so a quick command such as `tg-parser db current` loads only what it uses.
 """
 
 from __future__ import annotations
@@ -235,36 +235,3 @@ def backups(directory: Path, names: list[str]) -> None:
     for b in found:
         taken = b.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         click.echo(f"{b.db:<{NAME_WIDTH}} {b.revision:<18} {taken}  {b.size / 1e6:9.1f} MB  {b.path.name}")
-
-
-def restore(target: Target, settings, backup_name: str | None, *, yes: bool, keep_current: bool) -> None:
-    from tg_parser.cli.db import options
-    from tg_parser.migrate.orchestrator import restore as restore_database
-
-    chosen = _choose_backup(target, settings.backups_dir, backup_name)
-    question = f"Replace {target.location} with {chosen.name}?"
-    if not confirm([f"{target.name}: {target.location} will be replaced by {chosen}"], yes, question):
-        click.echo("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.", err=True)
-        sys.exit(EXIT_REFUSED)
-    safety = guarded(lambda: restore_database(target, chosen, options(settings, no_backup=not keep_current)))
-    if safety:
-        click.echo(f"{target.name:<{NAME_WIDTH}} the replaced database was backed up to {safety.path}")
-    click.echo(f"{target.name:<{NAME_WIDTH}} restored {target.location} from {chosen.name}")
-
-
-def _choose_backup(target: Target, directory: Path, backup_name: str | None) -> Path:
-    from tg_parser.migrate import backup
-
-    if backup_name is None:
-        found = backup.list_backups(directory, target.name)
-        if not found:
-            raise click.UsageError(f"no backups of {target.name} in {directory}")
-        return found[0].path
-    for candidate in (directory / backup_name, Path(backup_name)):
-        if candidate.is_file():
-            return candidate
-    names = [b.path.name for b in backup.list_backups(directory, target.name)]
-    raise click.BadParameter(
-        f"no backup {backup_name!r}; backups of {target.name}: {', '.join(names) or 'none'}",
-        param_hint="BACKUP",
-    )
