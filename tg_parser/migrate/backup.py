@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tg_parser.storage.databases import NAMES
 
-CHUNK = 64 * 1024 * 1024
+CHUNK = 16 * 1024 * 1024
 BUSY_TIMEOUT_S = 30
 _NAME = re.compile(rf"^(?P<db>{'|'.join(NAMES)})-(?P<revision>.+)-(?P<stamp>\d{{8}}T\d{{12}}Z)\.sqlite$")
 
@@ -151,7 +151,12 @@ def _journal_mode(connection: sqlite3.Connection) -> str:
 
 
 def _copy(source: Path, destination: Path, progress: Progress | None, in_place: bool = False) -> None:
-    """Copy in the kernel (copy_file_range), in chunks for the progress bar, then fsync."""
+    """Copy in the kernel (copy_file_range), in chunks for the progress bar, then fsync.
+
+    After each chunk, POSIX_FADV_DONTNEED starts writing it to disk while the next one is
+    copied, so the closing fsync waits only for the last chunk (and the copy does not push
+    the live database out of the page cache).
+    """
     total = source.stat().st_size
     done = 0
     with open(source, "rb") as reader, open(destination, "r+b" if in_place else "wb") as writer:
@@ -159,6 +164,7 @@ def _copy(source: Path, destination: Path, progress: Progress | None, in_place: 
             copied = os.copy_file_range(reader.fileno(), writer.fileno(), min(CHUNK, total - done))
             if copied == 0:
                 raise OSError(f"{source} shrank while being copied")
+            os.posix_fadvise(writer.fileno(), done, copied, os.POSIX_FADV_DONTNEED)
             done += copied
             if progress:
                 progress(done, total)
