@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tg_parser.storage.databases import DATABASES, Database
+from tg_parser.storage.engine import sqlite_file
 
 
 class SettingsError(ValueError):
@@ -61,8 +62,9 @@ class _SettingsBase(BaseSettings):
                     f"{db.setting_stem}_DB_URL: not a SQLAlchemy URL "
                     "(expected e.g. sqlite:////abs/file.sqlite or postgresql+psycopg://user@host/db)"
                 ) from None
-            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                url = url.set(database=str(Path(url.database).expanduser().absolute()))
+            file = sqlite_file(url)
+            if file is not None:
+                url = url.set(database=str(file.expanduser().absolute()))
             return url
         file = (path.expanduser() if path else self.data_dir / db.default_file).absolute()
         if file.is_dir():
@@ -78,10 +80,7 @@ class _SettingsBase(BaseSettings):
 
     def sqlite_file(self, db: Database) -> Path | None:
         """The database's file when it is SQLite, else None."""
-        url = self.url(db)
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return None
-        return Path(url.database)
+        return sqlite_file(self.url(db))
 
     def location(self, db: Database) -> str:
         """What to show people: the file, or the URL with its password masked."""

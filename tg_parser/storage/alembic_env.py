@@ -1,7 +1,7 @@
 """The body of every project's `env.py`: each one calls `run(<its database name>)`.
 
-The URL comes from, in order: a connection passed in `config.attributes["connection"]`
-(how `tg-parser` calls Alembic), `-x url=...`, then Settings.
+The database comes from, in order: a connection (or, for `--sql`, a URL) passed in
+`config.attributes` (how `tg-parser` calls Alembic), `-x url=...`, then Settings.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from filelock import FileLock, Timeout
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
+from tg_parser.storage.engine import make_engine, sqlite_file
+
 POLL_SECONDS = 0.1
 
 
@@ -25,16 +27,10 @@ class LockTimeout(RuntimeError):
     """Another process kept the database locked for longer than the lock timeout."""
 
 
-def sqlite_path(url: URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
 @contextmanager
 def database_lock(url: URL, name: str, timeout: float) -> Iterator[None]:
     """Hold the migration lock of database `name` (its version table's name) at `url`."""
-    file = sqlite_path(url)
+    file = sqlite_file(url)
     if file is not None:
         with _file_lock(file, timeout):
             yield
@@ -61,8 +57,6 @@ def _file_lock(file: Path, timeout: float) -> Iterator[None]:
 
 @contextmanager
 def _advisory_lock(url: URL, name: str, timeout: float) -> Iterator[None]:
-    from tg_parser.storage.engine import make_engine
-
     key = int.from_bytes(hashlib.sha256(f"tg_parser:{name}".encode()).digest()[:8], "big", signed=True)
     engine = make_engine(url)
     try:
