@@ -19,7 +19,8 @@ from sqlalchemy import Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import NullPool
 
-from tg_parser.migrate.errors import Refused, Unreadable
+from tg_parser.migrate.errors import Refused
+from tg_parser.migrate.orchestrator import preflight
 from tg_parser.migrate.target import Target
 from tg_parser.storage.engine import make_engine
 from tg_parser.storage.lock import all_locked
@@ -92,23 +93,19 @@ def transfer(
 
 
 def _check_sources(sources: list[Target]) -> None:
-    problems = []
-    for source in sources:
-        if not source.exists():
-            problems.append(f"{source.name}: {source.location} does not exist")
-            continue
-        try:
-            current = source.current()
-        except Unreadable as error:
-            problems.append(f"{source.name}: {error}")
-            continue
-        if set(current) != set(source.heads()):
-            problems.append(
-                f"{source.name}: source is at {', '.join(current) or '(no revision)'}, not at head;"
-                " run tg-parser db upgrade first"
-            )
-    if problems:
-        raise Refused(problems)
+    """Every source exists, passes the upgrade preflight, and is at head."""
+    missing = [f"{s.name}: {s.location} does not exist" for s in sources if not s.exists()]
+    if missing:
+        raise Refused(missing)
+    current = preflight(sources)
+    behind = [
+        f"{s.name}: source is at {', '.join(current[s.name]) or '(no revision)'}, not at head;"
+        " run tg-parser db upgrade first"
+        for s in sources
+        if set(current[s.name]) != set(s.heads())
+    ]
+    if behind:
+        raise Refused(behind)
 
 
 def _refuse_rows_in(destinations: list[Target]) -> None:
