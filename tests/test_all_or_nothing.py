@@ -1,4 +1,4 @@
-"""A failing run puts every database back; a killed run loses nothing; concurrent runs serialise."""
+"""A failing run rolls every database back; a killed run loses nothing; concurrent runs serialise."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import signal
 import sqlite3
 import time
 
-from filelock import FileLock
-
 from tests.conftest import (
     add_revision,
+    write_locked,
     content_checksums,
     file_digest,
     run_cli,
@@ -60,7 +59,7 @@ def digests(data_dir):
     return {db.name: file_digest(data_dir / db.default_file) for db in DATABASES}
 
 
-def test_a_failure_in_processing_restores_ingestion_and_raw(legacy_copy, projects):
+def test_a_failure_in_processing_rolls_back_ingestion_and_raw(legacy_copy, projects):
     assert run_cli("init").exit_code == 0
     add_revision(projects, "ingestion", 2, ADD_COLUMN.format(table="sources"))
     add_revision(projects, "raw", 2, ADD_COLUMN.format(table="raw_messages"))
@@ -72,7 +71,8 @@ def test_a_failure_in_processing_restores_ingestion_and_raw(legacy_copy, project
     assert "applied  ingestion_0002" in result.stdout and "applied  raw_0002" in result.stdout
     assert "no_such_table" in result.stderr
     for name in ("ingestion", "raw", "processing"):
-        assert f"{name} " in result.stderr and "restored from" in result.stderr
+        assert f"  {name:<10} rolled back  ({name}_0001)" in result.stderr
+    assert "Every database was rolled back: nothing was changed." in result.stderr
     assert digests(legacy_copy) == before
 
 
@@ -117,14 +117,16 @@ def test_four_concurrent_upgrades_of_a_fresh_data_dir_all_succeed_once(data_dir)
     assert applied == 3, "each baseline must be applied exactly once"
 
 
-def test_a_held_lock_times_out_with_a_clear_error_and_nothing_changes(legacy_copy, monkeypatch):
+def test_a_held_write_lock_times_out_with_a_clear_error_and_nothing_changes(legacy_copy, monkeypatch):
     monkeypatch.setenv("TG_PARSER_LOCK_TIMEOUT", "0.3")
     before = digests(legacy_copy)
-    with FileLock(f"{legacy_copy / 'raw_storage.sqlite'}.lock"):
+    with write_locked(legacy_copy / "raw_storage.sqlite"):
         result = run_cli("db", "upgrade")
     assert result.exit_code == 1
-    assert "being migrated by another process; gave up after 0.3 s (TG_PARSER_LOCK_TIMEOUT)" in result.output
+    assert "raw        in use by another process; waiting up to 0.3 s (TG_PARSER_LOCK_TIMEOUT)" in result.output
+    assert "is in use by another process" in result.output and "gave up after waiting 0.3 s" in result.output
     assert digests(legacy_copy) == before
+    assert not (legacy_copy / "backups").exists() or not any((legacy_copy / "backups").iterdir())
 
 
 def test_plain_alembic_waits_for_the_same_lock(legacy_copy, monkeypatch):
@@ -134,10 +136,10 @@ def test_plain_alembic_waits_for_the_same_lock(legacy_copy, monkeypatch):
     from tests.conftest import REPO
 
     env = {**os.environ, "TG_PARSER_LOCK_TIMEOUT": "0.3"}
-    with FileLock(f"{legacy_copy / 'raw_storage.sqlite'}.lock"):
+    with write_locked(legacy_copy / "raw_storage.sqlite"):
         result = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", "migrations_raw/alembic.ini", "stamp", "head"],
             cwd=REPO, env=env, capture_output=True, text=True, check=False,
         )
     assert result.returncode != 0
-    assert "being migrated by another process" in result.stderr
+    assert "is in use by another process" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tests.conftest import LEGACY, add_revision, file_digest, run_cli, tg_parser_run, version_rows
+from tests.conftest import LEGACY, add_revision, content_checksums, file_digest, run_cli, tg_parser_run, version_rows
 
 ADD_TABLE = '''
 def upgrade():
@@ -63,18 +63,18 @@ def test_backups_are_listed_and_the_newest_n_are_kept(legacy_copy, monkeypatch):
     assert all(path.name in listing.output for path in backups)
 
 
-def test_restore_puts_back_the_exact_original_file(legacy_copy):
-    original = file_digest(LEGACY / "raw_storage.sqlite")
+def test_restore_puts_back_exactly_the_original_content(legacy_copy):
+    original = content_checksums(LEGACY / "raw_storage.sqlite")
     assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
-    assert file_digest(legacy_copy / "raw_storage.sqlite") != original
+    upgraded = file_digest(legacy_copy / "raw_storage.sqlite")
 
     refused = run_cli("db", "restore", "raw")
     assert refused.exit_code == 3
-    assert file_digest(legacy_copy / "raw_storage.sqlite") != original
+    assert file_digest(legacy_copy / "raw_storage.sqlite") == upgraded
 
     result = run_cli("db", "restore", "raw", "--yes")
     assert result.exit_code == 0, result.output
-    assert file_digest(legacy_copy / "raw_storage.sqlite") == original
+    assert content_checksums(legacy_copy / "raw_storage.sqlite") == original
     assert "the replaced database was backed up to" in result.output
     current = json.loads(run_cli("db", "current", "--only", "raw", "--json").output)
     assert current[0]["current"] == []
@@ -129,7 +129,9 @@ def test_a_backup_reports_progress_and_is_byte_identical(legacy_copy, tmp_path):
 
     source = legacy_copy / "raw_storage.sqlite"
     calls = []
-    made = backup.take("raw", "unversioned", source, tmp_path, lambda done, total: calls.append((done, total)))
+    made = backup.take(
+        "raw", "unversioned", "upgrade", source, tmp_path, wal=False, progress=lambda done, total: calls.append((done, total))
+    )
     size = source.stat().st_size
     assert calls and calls[-1] == (size, size)
     assert file_digest(made.path) == file_digest(LEGACY / "raw_storage.sqlite")

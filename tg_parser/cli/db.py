@@ -38,6 +38,8 @@ def options(settings, *, no_backup: bool = False, yes: bool = False):
         backup=not no_backup,
         confirm=lambda reasons: render.confirm(reasons, yes, "Downgrade anyway?"),
         progress=render.progress,
+        waiting=render.waiting,
+        configured=selected_targets(settings, ()),
     )
 
 
@@ -208,9 +210,10 @@ def backups(settings, only) -> None:
 @no_backup_option
 @click.pass_obj
 def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: bool) -> None:
-    """Put back database NAME from BACKUP (default: its newest backup).
+    """Put back database NAME from BACKUP (default: its newest backup taken before an upgrade or downgrade).
 
-    The database as it is now is backed up first, unless --no-backup.
+    The backup is checked first (its checksum, and that it belongs to NAME). The database as
+    it is now is copied first, unless --no-backup, under the same write lock as the restore.
     """
     from tg_parser.migrate.orchestrator import restore as restore_database
 
@@ -231,10 +234,10 @@ def _choose_backup(target: Target, directory: Path, backup_name: str | None) -> 
     from tg_parser.migrate import backup
 
     if backup_name is None:
-        found = backup.list_backups(directory, target.name)
-        if not found:
-            raise click.UsageError(f"no backups of {target.name} in {directory}")
-        return found[0].path
+        newest = backup.default_for_restore(directory, target.name)
+        if newest is None:
+            raise click.UsageError(f"no backups of {target.name} taken before an upgrade or downgrade in {directory}")
+        return newest.path
     for candidate in (directory / backup_name, Path(backup_name)):
         if candidate.is_file():
             return candidate

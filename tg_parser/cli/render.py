@@ -7,19 +7,23 @@ them, so a quick command such as `tg-parser db current` loads only what it uses.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
+from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.migrate.target import Target
 from tg_parser.storage.lock import LockTimeout
 
 NAME_WIDTH = 10
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_PARTIAL = 4
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
@@ -32,6 +36,10 @@ def guarded(action):
             click.echo(f"refused: {problem}", err=True)
         click.echo("Nothing was changed.", err=True)
         sys.exit(EXIT_REFUSED)
+    except UsageProblem as problem:
+        click.echo(f"error: {problem}", err=True)
+        click.echo("Nothing was changed.", err=True)
+        sys.exit(EXIT_USAGE)
     except LockTimeout as error:
         click.echo(f"error: {error}", err=True)
         click.echo("Nothing was changed.", err=True)
@@ -39,14 +47,33 @@ def guarded(action):
     except Unreadable as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_FAILED)
+    except Interrupted as interruption:
+        click.echo(f"interrupted by {signal.Signals(interruption.signum).name}: every change was rolled back", err=True)
+        _fates(interruption.outcomes)
+        sys.exit(interruption.exit_code)
     except MigrationFailed as failure:
         click.echo(f"error: {failure}", err=True)
-        for outcome in failure.outcomes:
-            click.echo(f"  {outcome.name:<{NAME_WIDTH}} {outcome.status}  ({_revisions(outcome.after)})", err=True)
+        _fates(failure.outcomes)
+        if failure.partial:
+            click.echo("The final commits were cut off: run the same command again to finish.", err=True)
+            sys.exit(EXIT_PARTIAL)
+        click.echo("Every database was rolled back: nothing was changed.", err=True)
         sys.exit(EXIT_FAILED)
     except Exception as error:  # Alembic's CommandError and the like: one line, not a traceback
         click.echo(f"error: {type(error).__name__}: {error}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _fates(outcomes) -> None:
+    for outcome in outcomes:
+        click.echo(f"  {outcome.name:<{NAME_WIDTH}} {outcome.status}  ({_revisions(outcome.after)})", err=True)
+
+
+def waiting(target: Target, timeout: float) -> None:
+    click.echo(
+        f"{target.name:<{NAME_WIDTH}} in use by another process; waiting up to {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)",
+        err=True,
+    )
 
 
 def confirm(reasons: list[str], yes: bool, question: str) -> bool:
@@ -81,21 +108,24 @@ def _revisions(revisions) -> str:
 def run_migration(function, targets: list[Target], revision: str, options) -> None:
     started = time.perf_counter()
     outcomes = guarded(lambda: function(targets, revision, options, report=outcome))
-    applied = sum(step.upgrade for o in outcomes for step in o.steps)
-    reverted = sum(not step.upgrade for o in outcomes for step in o.steps)
-    adopted = sum(o.adoption is not None for o in outcomes)
-    if not applied and not reverted and not adopted:
+    changed = [o for o in outcomes if o.changed]
+    if not changed:
         click.echo("Nothing to do: every database is already where it was asked to be.")
         return
-    backups = [o.backup.path.name for o in outcomes if o.backup]
-    moved = f"{applied} revision(s) applied" if not reverted else f"{reverted} revision(s) reverted"
-    click.echo(
-        f"Done: {moved}, {adopted} database(s) adopted, "
-        f"{len(backups)} backup(s) taken, in {time.perf_counter() - started:.2f} s."
-    )
+    applied = sum(step.upgrade for o in changed for step in o.steps)
+    reverted = sum(not step.upgrade for o in changed for step in o.steps)
+    adopted = sum(o.adoption is not None for o in changed)
+    backups = sum(o.backup is not None for o in changed)
+    held = max(o.held_seconds for o in changed)
+    parts = [f"{reverted} revision(s) reverted" if reverted else f"{applied} revision(s) applied"]
+    parts += [f"{adopted} database(s) adopted"] if adopted else []
+    parts += [f"{backups} backup(s) taken"] if backups else []
+    click.echo(f"Committed {', '.join(o.name for o in changed)}: {', '.join(parts)}, in {time.perf_counter() - started:.2f} s.")
+    click.echo(f"Writers to these databases waited at most {held:.2f} s.")
 
 
 def outcome(outcome) -> None:
+    """One database's part of the run, printed when its revisions have run (the commit comes after all)."""
     click.echo(f"{outcome.name:<{NAME_WIDTH}} {outcome.location}")
     if outcome.backup:
         click.echo(f"  backed up to {outcome.backup.path}")
@@ -108,8 +138,8 @@ def outcome(outcome) -> None:
     for step in outcome.steps:
         verb = "applied " if step.upgrade else "reverted"
         click.echo(f"  {verb} {step.revision}  {step.description}  ({step.seconds:.2f} s)")
-    if outcome.changed:
-        click.echo(f"  now at {_revisions(outcome.after)}")
+    if outcome.steps or outcome.adoption:
+        click.echo(f"  at {_revisions(outcome.after)} once committed")
     else:
         click.echo(f"  unchanged at {_revisions(outcome.after)}")
 

@@ -86,9 +86,8 @@ def plan(target: Target, connection: Connection) -> Adoption | None:
     return Adoption(baseline.revision, missing, statements)
 
 
-def apply(target: Target, adoption: Adoption) -> None:
-    """Create what an older release lacked and stamp the baseline, in one transaction."""
-    with target.connect() as connection, connection.begin():
-        for statement in adoption.statements:
-            connection.exec_driver_sql(statement)
-        command.stamp(target.config(connection), adoption.baseline)
+def apply(target: Target, adoption: Adoption, connection: Connection) -> None:
+    """Create what an older release lacked and stamp the baseline, inside the run's transaction."""
+    for statement in adoption.statements:
+        connection.exec_driver_sql(statement)
+    command.stamp(target.config(connection), adoption.baseline)

@@ -1,30 +1,42 @@
-"""Backups of SQLite databases, taken before a change and put back when a run fails.
+"""Backups of SQLite databases: the operator's safety net, never the undo path of a run.
 
-A database in rollback-journal mode (what TG_parser creates) is copied byte for byte
-while SQLite's own RESERVED lock keeps writers out (readers go on), so a restore gives
-back exactly the original file. A database in WAL mode, whose committed pages may still
-sit in the `-wal` file, goes through SQLite's online backup API instead.
-The copy is flushed to disk (fsync) and checked: complete (SQLite's page count times page
-size is the file size) and readable (its schema opens). `restore` runs the full
-`PRAGMA quick_check` on a backup before putting it back.
+A backup is taken while the caller holds the database's write lock, so it is exactly the
+state about to change. A rollback-journal database (what TG_parser creates) is copied byte
+for byte; a WAL database, whose committed pages may still sit in its `-wal` file, goes
+through SQLite's online backup API. Either way the copy is hashed (SHA-256) and flushed to
+disk, and a manifest beside it (`<backup>.json`) records which database it belongs to, why
+it was taken and its checksum.
+
+`restore` puts a backup back through SQLite's own page writes (the online backup API into
+the live database): those writes are journaled, so a crash or a full disk at any moment
+leaves the database either exactly as it was or exactly the backup.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tg_parser.storage.databases import NAMES
+from tg_parser.migrate.errors import Refused
+from tg_parser.storage.databases import NAMES, Database
+from tg_parser.storage.lock import LockTimeout
 
-CHUNK = 16 * 1024 * 1024
-BUSY_TIMEOUT_S = 30
+CHUNK = 8 * 1024 * 1024
+RESTORE_STEP_BYTES = 4 * 1024 * 1024
+PROGRESS_POLL_S = 0.1
 _NAME = re.compile(rf"^(?P<db>{'|'.join(NAMES)})-(?P<revision>.+)-(?P<stamp>\d{{8}}T\d{{12}}Z)\.sqlite$")
+MIGRATION_REASONS = ("upgrade", "downgrade")
+BEFORE_RESTORE = "before restore"
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a file is copied."""
@@ -40,10 +52,21 @@ class Backup:
     revision: str
     taken_at: datetime
     path: Path
+    reason: str | None = None
+    """upgrade, downgrade or "before restore"; None for a backup without a manifest."""
+    sha256: str | None = None
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_of(self.path)
+
+
+def manifest_of(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
 
 
 def list_backups(directory: Path, db: str | None = None) -> list[Backup]:
@@ -54,56 +77,66 @@ def list_backups(directory: Path, db: str | None = None) -> list[Backup]:
             match = _NAME.match(path.name)
             if match and (db is None or match["db"] == db):
                 taken = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-                found.append(Backup(match["db"], match["revision"], taken, path))
+                facts = _read_manifest(path)
+                found.append(
+                    Backup(match["db"], match["revision"], taken, path, facts.get("reason"), facts.get("sha256"))
+                )
     return sorted(found, key=lambda b: b.taken_at, reverse=True)
 
 
-def take(db: str, revision: str, source: Path, directory: Path, progress: Progress | None = None) -> Backup:
+def default_for_restore(directory: Path, db: str) -> Backup | None:
+    """The newest backup taken before an upgrade or downgrade (never a before-restore safety copy)."""
+    return next((b for b in list_backups(directory, db) if b.reason != BEFORE_RESTORE), None)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(manifest_of(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def take(
+    db: str, revision: str, reason: str, source: Path, directory: Path, *, wal: bool, progress: Progress | None = None
+) -> Backup:
+    """Back up `source`, whose write lock the caller holds (so nothing changes while it is copied)."""
     directory.mkdir(parents=True, exist_ok=True)
     taken_at = datetime.now(UTC)
     name = f"{db}-{revision}-{taken_at.strftime('%Y%m%dT%H%M%S%fZ')}.sqlite"
     final = directory / name
     partial = directory / f".{name}.partial"
     try:
-        connection = sqlite3.connect(source, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-        try:
-            if _journal_mode(connection) == "wal":
-                with sqlite3.connect(partial) as destination:
-                    connection.backup(destination)
-                destination.close()
-            else:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    _copy(source, partial, progress)
-                finally:
-                    connection.execute("ROLLBACK")
-        finally:
-            connection.close()
+        if wal:
+            _backup_api_copy(source, partial)
+            digest = _sha256(partial)
+        else:
+            digest = _copy_in_child(source, partial, progress)
         check_complete(partial)
+        _write_json(
+            manifest_of(final),
+            {"database": db, "revision": revision, "reason": reason, "taken_at": taken_at.isoformat(),
+             "bytes": partial.stat().st_size, "sha256": digest, "source": str(source)},
+        )
         os.replace(partial, final)
-    except (OSError, sqlite3.Error) as error:
-        partial.unlink(missing_ok=True)
-        raise BackupFailed(f"backup of {source} failed: {error}") from error
-    return Backup(db, revision, taken_at, final)
+        _fsync_folder(directory)
+    except BaseException as error:
+        for leftover in (partial, manifest_of(final)):
+            leftover.unlink(missing_ok=True)
+        if isinstance(error, (OSError, sqlite3.Error, BackupFailed)):
+            raise BackupFailed(f"backup of {source} failed: {_plain(error)}") from error
+        raise
+    return Backup(db, revision, taken_at, final, reason, digest)
 
 
-def restore(backup: Path, target: Path, progress: Progress | None = None) -> None:
-    """Put `backup` back in place of `target`, under SQLite's exclusive lock."""
-    verify(backup)
-    connection = sqlite3.connect(target, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-    try:
-        if _journal_mode(connection) == "wal":
-            with sqlite3.connect(backup) as source:
-                source.backup(connection)
-            source.close()
-            return
-        connection.execute("BEGIN EXCLUSIVE")
-        try:
-            _copy(backup, target, progress, in_place=True)
-        finally:
-            connection.execute("ROLLBACK")
-    finally:
-        connection.close()
+def clean_partials(directory: Path, db: str) -> list[Path]:
+    """Remove what killed or failed backups of `db` left behind (call it holding `db`'s lock)."""
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.glob(f".{db}-*.partial*")]
+    stale += [p for p in directory.glob(f"{db}-*.sqlite.json") if not p.with_name(p.name[:-5]).exists()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def check_complete(path: Path) -> None:
@@ -119,54 +152,217 @@ def check_complete(path: Path) -> None:
         raise BackupFailed(f"{path} is incomplete: {pages} pages of {page_size} bytes, {path.stat().st_size} bytes on disk")
 
 
-def verify(path: Path) -> None:
-    """Full check before a backup is put back: complete, and SQLite's quick_check passes."""
-    check_complete(path)
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def verify(path: Path, db: Database) -> None:
+    """Refuse a file that is not a sound backup of `db`: wrong checksum, another database's, or damaged.
+
+    A backup with a manifest must match its checksum; any other file must pass SQLite's full
+    integrity check. Either way its tables must be `db`'s.
+    """
+    facts = _read_manifest(path)
     try:
-        result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        check_complete(path)
+        if facts.get("database") not in (None, db.name):
+            raise BackupFailed(f"its manifest says it is a backup of {facts['database']}, not {db.name}")
+        if facts.get("sha256"):
+            if _sha256(path) != facts["sha256"]:
+                raise BackupFailed("its content does not match the checksum taken with it (the file changed)")
+        else:
+            result = _query(path, "PRAGMA integrity_check")[0][0]
+            if result != "ok":
+                raise BackupFailed(f"it fails SQLite's integrity check: {result}")
+        _belongs_to(path, db)
+    except (BackupFailed, sqlite3.Error) as error:
+        raise Refused([f"{path} is not a usable backup of {db.name}: {_plain(error)}"]) from error
+
+
+def _belongs_to(path: Path, db: Database) -> None:
+    tables = {row[0] for row in _query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for other in NAMES:
+        if other != db.name and f"alembic_version_{other}" in tables:
+            raise BackupFailed(f"it holds the version table of the {other} database")
+    foreign = sorted(tables & db.foreign_tables)
+    if foreign:
+        raise BackupFailed(f"it holds tables of another database ({', '.join(foreign)})")
+    own = set(db.metadata.tables) | {db.version_table}
+    if tables and not tables & own:
+        raise BackupFailed(f"it holds none of the {db.name} tables")
+
+
+def restore(
+    chosen: Path,
+    live: Path,
+    *,
+    timeout: float,
+    safety: Callable[[bool], Backup | None] | None = None,
+    progress: Progress | None = None,
+) -> Backup | None:
+    """Put `chosen` back into `live` through SQLite's journaled page writes; return the safety copy.
+
+    `safety` is called (with whether the database is in WAL mode) once the live database is
+    locked and before any of its pages change, so the safety copy and the restore happen under
+    one continuous write lock: no writer can commit between them.
+    """
+    source = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True)
+    destination = sqlite3.connect(live, isolation_level=None, timeout=timeout)
+    wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    page_size = source.execute("PRAGMA page_size").fetchone()[0]
+    step_pages = max(1, RESTORE_STEP_BYTES // page_size)
+    # A cache larger than one step: the first step's pages stay in memory, the file untouched.
+    destination.execute(f"PRAGMA cache_size = -{4 * RESTORE_STEP_BYTES // 1024}")
+    state = {"safety": None, "locked": False, "deadline": time.monotonic() + timeout}
+    total_bytes = chosen.stat().st_size
+
+    def step(status: int, remaining: int, pages: int) -> None:
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if time.monotonic() > state["deadline"]:
+                raise LockTimeout(f"{live} is in use by another process; gave up after waiting {timeout:g} s")
+            return
+        if not state["locked"]:
+            state["locked"] = True
+            state["safety"] = safety(wal) if safety else None
+        if progress:
+            progress((pages - remaining) * page_size, total_bytes)
+
+    try:
+        source.backup(destination, pages=step_pages, progress=step, sleep=0.05)
     finally:
-        connection.close()
-    if result != "ok":
-        raise BackupFailed(f"{path} failed its integrity check: {result}")
+        destination.close()
+        source.close()
+    return state["safety"]
 
 
 def prune(directory: Path, db: str, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` backups of `db`; return what was deleted."""
+    """Delete all but the newest `keep` backups of `db` (and their manifests); return what was deleted."""
     old = [b.path for b in list_backups(directory, db)[keep:]]
     for path in old:
         path.unlink()
+        manifest_of(path).unlink(missing_ok=True)
     return old
 
 
 def free_space(directory: Path) -> int:
-    existing = directory
-    while not existing.exists():
-        existing = existing.parent
-    return shutil.disk_usage(existing).free
+    return shutil.disk_usage(existing_folder(directory)).free
 
 
-def _journal_mode(connection: sqlite3.Connection) -> str:
-    return connection.execute("PRAGMA journal_mode").fetchone()[0].lower()
+def existing_folder(path: Path) -> Path:
+    """`path` or its nearest existing parent: where a file about to be created will live."""
+    while not path.exists():
+        path = path.parent
+    return path
 
 
-def _copy(source: Path, destination: Path, progress: Progress | None, in_place: bool = False) -> None:
-    """Copy in the kernel (copy_file_range), in chunks for the progress bar, then fsync.
+def _query(path: Path, sql: str) -> list[tuple]:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
 
-    After each chunk, POSIX_FADV_DONTNEED starts writing it to disk while the next one is
-    copied, so the closing fsync waits only for the last chunk (and the copy does not push
-    the live database out of the page cache).
-    """
+
+def _backup_api_copy(source: Path, destination: Path) -> None:
+    reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    writer = sqlite3.connect(destination)
+    try:
+        reader.backup(writer)
+        writer.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        writer.close()
+        reader.close()
+    with open(destination, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _copy_in_child(source: Path, destination: Path, progress: Progress | None) -> str:
+    """Copy the live file in a child process, because closing any descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's write lock included (the caller holds it, and
+    must keep holding it). Locks are per process: the child's open and close cannot touch them."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: copy, report, and leave without running any of the parent's cleanup
+        code = 1
+        try:
+            os.close(reader)
+            message = "ok " + _copy_hashed(source, destination)
+            code = 0
+        except BaseException as error:  # noqa: BLE001 - everything must reach the parent as text
+            message = f"error {_plain(error)}"
+        finally:
+            os.write(writer, message.encode())
+            os._exit(code)
+    os.close(writer)
+    total = source.stat().st_size
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if progress:
+                progress(min(_size(destination), total), total)
+            time.sleep(PROGRESS_POLL_S)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        with os.fdopen(reader, "rb") as pipe:
+            answer = pipe.read().decode()
+    if not answer.startswith("ok "):
+        raise BackupFailed(answer.removeprefix("error ") or "the copying process died")
+    if progress:
+        progress(total, total)
+    return answer[3:]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _copy_hashed(source: Path, destination: Path) -> str:
+    """Copy and hash in one pass through user space (which, unlike copy_file_range, works across
+    filesystems), then fsync. POSIX_FADV_DONTNEED after each chunk starts writing it to disk while
+    the next is read, so the closing fsync waits only for the tail."""
+    digest = hashlib.sha256()
     total = source.stat().st_size
     done = 0
-    with open(source, "rb") as reader, open(destination, "r+b" if in_place else "wb") as writer:
-        while done < total:
-            copied = os.copy_file_range(reader.fileno(), writer.fileno(), min(CHUNK, total - done))
-            if copied == 0:
-                raise OSError(f"{source} shrank while being copied")
-            os.posix_fadvise(writer.fileno(), done, copied, os.POSIX_FADV_DONTNEED)
-            done += copied
-            if progress:
-                progress(done, total)
-        writer.truncate(total)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(source, "rb") as reader, open(destination, "wb") as writer:
+        while count := reader.readinto(buffer):
+            digest.update(view[:count])
+            writer.write(view[:count])
+            writer.flush()
+            os.posix_fadvise(writer.fileno(), done, count, os.POSIX_FADV_DONTNEED)
+            done += count
         os.fsync(writer.fileno())
+    if done != total:
+        raise BackupFailed(f"{source} changed size while being copied ({total} → {done} bytes)")
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w") as file:
+        json.dump(data, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def _fsync_folder(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _plain(error: Exception) -> str:
+    """An OSError as its message and the file, without Python's `[Errno 28]` noise."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror} ({error.filename})" if error.filename else error.strerror
+    return str(error)

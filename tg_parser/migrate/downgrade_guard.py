@@ -17,20 +17,19 @@ from tg_parser.migrate.target import Target
 from tg_parser.storage.schema_compare import snapshot
 
 
-def destructive_changes(target: Target, current: tuple[str, ...], revision: str) -> list[str]:
+def destructive_changes(target: Target, connection: Connection, current: tuple[str, ...], revision: str) -> list[str]:
     if not current:
         return []
     removed_tables, removed_columns, to_base = _rehearse(target, current, revision)
     if to_base:
         return [f"{target.name}: a downgrade to base drops every table of {target.location}"]
     reasons = []
-    with target.connect() as connection:
-        for table in removed_tables:
-            if _holds_data(connection, table):
-                reasons.append(f"{target.name}: drops table {table}, which holds rows")
-        for table, column in removed_columns:
-            if _holds_data(connection, table, column):
-                reasons.append(f"{target.name}: drops column {table}.{column}, which holds data")
+    for table in removed_tables:
+        if _holds_data(connection, table):
+            reasons.append(f"{target.name}: drops table {table}, which holds rows")
+    for table, column in removed_columns:
+        if _holds_data(connection, table, column):
+            reasons.append(f"{target.name}: drops column {table}.{column}, which holds data")
     return reasons
 
 

@@ -11,13 +11,22 @@ class Refused(RuntimeError):
         self.problems = problems
 
 
-class MigrationFailed(RuntimeError):
-    """A database failed to migrate; `outcomes` tells what became of each database."""
+class UsageProblem(ValueError):
+    """The command asks for something impossible (an unknown or unreachable revision); nothing was touched."""
 
-    def __init__(self, name: str, message: str, outcomes: list):
+
+class MigrationFailed(RuntimeError):
+    """A database failed to migrate; `outcomes` tells what became of each database.
+
+    `partial` is true only when the final commits were cut off: some databases committed,
+    the rest rolled back (running the same command again finishes the job).
+    """
+
+    def __init__(self, name: str, message: str, outcomes: list, partial: bool = False):
         super().__init__(f"{name}: {message}")
         self.name = name
         self.outcomes = outcomes
+        self.partial = partial
 
 
 class Unreadable(RuntimeError):

@@ -1,12 +1,17 @@
 """Drives the three Alembic projects in the fixed order through Alembic's own command API.
 
-It adds only what Alembic lacks: one lock per database, a preflight that reads every
-selected database before touching any, adoption of pre-Alembic databases, backups, and
-all-or-nothing across the databases of one run.
+It adds only what Alembic lacks. Every selected database is planned first on plain read
+connections, so a usage problem or an unsafe database is refused before any lock is taken.
+Then each database's transaction is opened holding its write lock (`HeldTransactions`), the
+plan is made again under those locks, backups are taken (the exact state about to change),
+and every revision of every database runs inside those transactions. They are committed only
+when all succeeded; a failure, Ctrl-C or SIGTERM rolls all of them back. Backups are the
+operator's safety net for `db restore`, never the undo path.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,13 +21,14 @@ from alembic import command
 from alembic.util import CommandError
 
 from tg_parser.migrate import adopt, backup
-from tg_parser.migrate.downgrade_guard import destructive_changes
-from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
+from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
+from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
 from tg_parser.migrate.target import Target
-from tg_parser.storage.databases import NAMES
-from tg_parser.storage.lock import all_locked
+from tg_parser.migrate.transactions import HeldTransactions
+from tg_parser.storage.lock import LockTimeout, file_identity
 
-BACKUP_SPACE_MARGIN = 1.1
+SPACE_MARGIN = 1.1
 
 
 @dataclass
@@ -35,15 +41,10 @@ class Options:
     """Asked before a destructive downgrade, with the reasons; False refuses."""
     progress: Callable[[str, int], backup.Progress] | None = None
     """Makes a progress callback for a long step (its label and total bytes)."""
-
-
-@dataclass
-class Step:
-    revision: str
-    """The revision applied (upgrade) or reverted (downgrade)."""
-    description: str
-    seconds: float
-    upgrade: bool
+    waiting: Callable[[Target, float], None] | None = None
+    """Told when a database is in use by another process and the run starts waiting for it."""
+    configured: Sequence[Target] = ()
+    """Every configured database, selected or not: none may share a file with a selected one."""
 
 
 @dataclass
@@ -55,191 +56,320 @@ class Outcome:
     steps: list[Step] = field(default_factory=list)
     adoption: adopt.Adoption | None = None
     backup: backup.Backup | None = None
-    status: str = "unchanged"
-    """unchanged, migrated, failed, restored, not restored, or not started."""
+    held_seconds: float = 0.0
+    """How long the run held the database's write lock (other writers waited that long at most)."""
+    status: str = "not started"
+    """not started, unchanged, committed, rolled back."""
 
     @property
     def changed(self) -> bool:
-        return bool(self.steps) or self.adoption is not None
+        return self.status == "committed" and (bool(self.steps) or self.adoption is not None)
 
 
-@dataclass
-class _Plan:
-    target: Target
-    outcome: Outcome
-    existed: bool
-    needs_work: bool
+def upgrade(targets: Sequence[Target], revision: str, options: Options, report=lambda o: None) -> list[Outcome]:
+    return _migrate(_in_order(targets), True, revision, options, report)
 
 
-def upgrade(targets: Sequence[Target], revision: str, options: Options, report=lambda o: None):
-    return _migrate(list(targets), command.upgrade, revision, options, report)
+def downgrade(targets: Sequence[Target], revision: str, options: Options, report=lambda o: None) -> list[Outcome]:
+    return _migrate(list(reversed(_in_order(targets))), False, revision, options, report)
 
 
-def downgrade(targets: Sequence[Target], revision: str, options: Options, report=lambda o: None):
-    return _migrate(list(reversed(targets)), command.downgrade, revision, options, report)
+def _in_order(targets: Sequence[Target]) -> list[Target]:
+    return sorted(targets, key=lambda t: t.db.order)
 
 
-def _migrate(targets: list[Target], alembic_command, revision: str, options: Options, report):
-    with all_locked(_lock_order(targets), options.lock_timeout):
-        plans = _preflight(targets, alembic_command, revision, options)
-        for plan in plans:
-            if plan.needs_work and options.backup and plan.existed:
-                plan.outcome.backup = _backup(plan, options)
-        for index, plan in enumerate(plans):
-            try:
-                _run(plan, alembic_command, revision)
-            except Exception as error:
-                _undo(plans[: index + 1], plans[index + 1 :])
-                plan.outcome.status = f"failed ({_describe(error)}); " + plan.outcome.status
-                raise MigrationFailed(plan.target.name, _describe(error), [p.outcome for p in plans]) from error
-            report(plan.outcome)
-        if options.backup:
-            for plan in plans:
-                backup.prune(options.backups_dir, plan.target.name, options.backup_keep)
-    return [plan.outcome for plan in plans]
-
-
-def _lock_order(targets: list[Target]):
-    """Always the fixed upgrade order, whatever the direction, so two runs cannot deadlock."""
-    return [(t.url, t.db.version_table) for t in sorted(targets, key=lambda t: NAMES.index(t.name))]
-
-
-def preflight(targets: Sequence[Target]) -> dict[str, tuple[str, ...]]:
-    """Read every selected database; refuse if one is unreadable, unknown, or a file shared by two."""
-    problems: list[str] = []
-    current: dict[str, tuple[str, ...]] = {}
-    seen: dict[Path, str] = {}
-    for target in targets:
-        if target.sqlite_file is not None:  # a server database may hold all three; a file may not
-            where = target.sqlite_file.resolve()
-            if where in seen:
-                problems.append(f"{target.name}: same file as {seen[where]} ({target.location})")
-            seen[where] = target.name
+def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Options, report) -> list[Outcome]:
+    refuse_unsafe_files(targets, options.backups_dir if options.backup else None, options.configured)
+    confirmed = _confirm(_plan_all(targets, None, upgrading, revision), options)
+    outcomes = {t.name: Outcome(t.name, t.location, ()) for t in targets}
+    working: set[str] = set()
+    running = targets[0].name
+    with raised_as_interrupted() as signals:
+        transactions = HeldTransactions(targets, options.lock_timeout, _waiting(options))
         try:
-            current[target.name] = target.current()
-        except Unreadable as error:
-            problems.append(f"{target.name}: {error}")
-            continue
-        known = {script.revision for script in target.script.walk_revisions()}
-        unknown = [rev for rev in current[target.name] if rev not in known]
-        if unknown:
-            problems.append(f"{target.name}: database is newer than this tg-parser (revision {', '.join(unknown)})")
-    if problems:
-        raise Refused(problems)
-    return current
-
-
-def _preflight(targets: list[Target], alembic_command, revision: str, options: Options) -> list[_Plan]:
-    current = preflight(targets)
-    problems: list[str] = []
-    destructive: list[str] = []
-    plans = []
-    for target in targets:
-        before = current[target.name]
-        outcome = Outcome(target.name, target.location, before, after=before)
-        existed = target.exists() and (target.sqlite_file is None or target.sqlite_file.stat().st_size > 0)
-        if alembic_command is command.upgrade:
-            if not before and existed:
-                try:
-                    with target.connect() as connection:
-                        outcome.adoption = adopt.plan(target, connection)
-                except adopt.AdoptionRefused as refusal:
-                    problems += [f"{target.name}: {p}" for p in refusal.problems]
-            at_head = revision in ("head", "heads") and set(before) == set(target.heads())
-            needs_work = outcome.adoption is not None or not at_head
-        else:
-            needs_work = bool(before)
-            if needs_work:
-                destructive += destructive_changes(target, before, revision)
-        plans.append(_Plan(target, outcome, existed, needs_work))
+            with transactions:
+                plans = _plan_all(targets, transactions, upgrading, revision)
+                for plan in plans:
+                    outcomes[plan.name].before = outcomes[plan.name].after = plan.before
+                    outcomes[plan.name].status = "unchanged"
+                    if plan.needs_work:
+                        working.add(plan.name)
+                unconfirmed = [r for p in plans for r in p.destructive if r not in confirmed]
+                if unconfirmed:
+                    raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
+                if not any(p.needs_work for p in plans):
+                    return [outcomes[t.name] for t in targets]
+                _refuse_without_space(plans, options)
+                for plan in plans:
+                    if plan.target.sqlite_file is not None:
+                        backup.clean_partials(options.backups_dir, plan.name)
+                    if options.backup:
+                        _backup(plan, transactions, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
+                for plan in plans:
+                    running = plan.name
+                    _run(plan, transactions.connection(plan.target), outcomes[plan.name], revision, upgrading)
+                    report(outcomes[plan.name])
+                signals.deferred = True  # from here on a signal must not split the commits
+                for name in transactions.commit():
+                    outcomes[name].status = "committed"
+                    outcomes[name].held_seconds = transactions.of(name).held_seconds
+        except BaseException as error:
+            _settle(outcomes, transactions, working)
+            if signals.received is not None:
+                raise Interrupted(signals.received, list(outcomes.values())) from error
+            if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
+                raise
+            partial = any(o.status == "committed" for o in outcomes.values())
+            raise MigrationFailed(running, _describe(error), list(outcomes.values()), partial) from error
     if options.backup:
-        problems += _space_problems(plans, options)
+        for outcome in outcomes.values():
+            if outcome.backup is not None:
+                backup.prune(options.backups_dir, outcome.name, options.backup_keep)
+    return [outcomes[t.name] for t in targets]
+
+
+def _waiting(options: Options):
+    if options.waiting is None:
+        return None
+    return lambda target: options.waiting(target, options.lock_timeout)
+
+
+def _settle(outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str]) -> None:
+    """After a failure: roll back what is not committed and record each database's fate."""
+    transactions.rollback()
+    for outcome in outcomes.values():
+        if outcome.status == "unchanged" and outcome.name in working:
+            outcome.status = "rolled back"
+            outcome.after = outcome.before
+
+
+def refuse_unsafe_files(
+    targets: Sequence[Target], backups_dir: Path | None = None, configured: Sequence[Target] = ()
+) -> None:
+    """Before anything is opened: a selected database sharing its file with another configured one
+    (by device and inode: symlinks, hard links and bind mounts included), or a file or folder
+    that cannot be written."""
+    problems: list[str] = []
+    files = [t for t in targets if t.sqlite_file is not None]  # a server database may hold all three
+    others = [t for t in configured if t.sqlite_file is not None and t.name not in {f.name for f in files}]
+    for index, target in enumerate(files):
+        for other in files[:index] + others:
+            if other.identity == target.identity:
+                problems.append(
+                    f"{target.name}: {target.location} is the same file as {other.name}'s ({other.location});"
+                    " give each database its own file"
+                )
+        problems += [f"{target.name}: {p}" for p in _unwritable(target.sqlite_file)]
+    if backups_dir is not None:
+        folder = backup.existing_folder(backups_dir)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"cannot write backups into {folder} (read-only); pass --no-backup or fix its permissions")
     if problems:
         raise Refused(problems)
-    if destructive and not options.confirm(destructive):
-        raise Refused(destructive + ["destructive downgrade not confirmed (pass --yes to confirm)"])
-    return plans
 
 
-def _space_problems(plans: list[_Plan], options: Options) -> list[str]:
-    needed = sum(
-        p.target.sqlite_file.stat().st_size
-        for p in plans
-        if p.needs_work and p.existed and p.target.sqlite_file is not None
-    )
-    free = backup.free_space(options.backups_dir)
-    if needed * BACKUP_SPACE_MARGIN > free:
-        return [
-            f"not enough free disk for the backups in {options.backups_dir}: need {needed * BACKUP_SPACE_MARGIN / 1e6:.1f} MB,"
-            f" have {free / 1e6:.1f} MB (free space, or pass --no-backup)"
-        ]
+def _unwritable(file: Path) -> list[str]:
+    if file.exists() and not os.access(file, os.W_OK):
+        return [f"{file} is read-only"]
+    folder = backup.existing_folder(file.parent)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"cannot write in {folder}, where SQLite keeps the database's journal (read-only)"]
     return []
 
 
-def _backup(plan: _Plan, options: Options) -> backup.Backup | None:
+def _plan_all(targets: list[Target], transactions: HeldTransactions | None, upgrading: bool, revision: str):
+    """Plan every database, gathering every refusal before raising (usage problems first)."""
+    plans, refusals, usage = [], [], []
+    for target in targets:
+        try:
+            if transactions is not None:
+                plans.append(plan_database(target, transactions.connection(target), upgrading, revision))
+            elif not target.exists():
+                plans.append(plan_database(target, None, upgrading, revision))
+            else:
+                target.current()  # checks first that a file is a SQLite database at all
+                with target.connect() as connection:
+                    plans.append(plan_database(target, connection, upgrading, revision))
+        except Refused as refusal:
+            refusals += refusal.problems
+        except Unreadable as error:
+            refusals.append(f"{target.name}: {error}")
+        except UsageProblem as problem:
+            usage.append(str(problem))
+    if usage:
+        raise UsageProblem("; ".join(usage))
+    if refusals:
+        raise Refused(refusals)
+    return plans
+
+
+def _confirm(plans: list[DatabasePlan], options: Options) -> set[str]:
+    """Ask about a destructive downgrade before any lock is taken (a prompt must not hold writers)."""
+    reasons = [reason for plan in plans for reason in plan.destructive]
+    if reasons and not options.confirm(reasons):
+        raise Refused(reasons + ["destructive downgrade not confirmed (pass --yes to confirm)"])
+    return set(reasons)
+
+
+def _refuse_without_space(plans: list[DatabasePlan], options: Options) -> None:
+    """Room on each filesystem for the backups and for SQLite's rollback journal (up to the file's size)."""
+    needed: dict[int, tuple[Path, int, list[str]]] = {}
+
+    def need(folder: Path, size: int, what: str) -> None:
+        folder = backup.existing_folder(folder)
+        device = folder.stat().st_dev
+        place, total, whats = needed.get(device, (folder, 0, []))
+        needed[device] = (place, total + size, whats + [f"{what} {size / 1e6:.1f} MB"])
+
+    for plan in plans:
+        file = plan.target.sqlite_file
+        if not plan.needs_work or file is None or not plan.target.holds_data():
+            continue
+        size = file.stat().st_size
+        need(file.parent, size, f"{plan.name} journal")
+        if options.backup:
+            need(options.backups_dir, size, f"{plan.name} backup")
+    problems = [
+        f"not enough free disk in {place}: need {total * SPACE_MARGIN / 1e6:.1f} MB ({', '.join(whats)}),"
+        f" have {backup.free_space(place) / 1e6:.1f} MB"
+        for place, total, whats in needed.values()
+        if total * SPACE_MARGIN > backup.free_space(place)
+    ]
+    if problems:
+        raise Refused(problems)
+
+
+def _backup(plan: DatabasePlan, transactions: HeldTransactions, outcome: Outcome, options: Options, reason: str):
     file = plan.target.sqlite_file
-    if file is None:
-        return None
-    label = "-".join(plan.outcome.before) or "unversioned"
-    progress = options.progress(f"backing up {plan.target.name}", file.stat().st_size) if options.progress else None
+    if file is None or not plan.needs_work or not plan.target.holds_data():
+        return
+    connection = transactions.connection(plan.target)
+    wal = connection.exec_driver_sql("PRAGMA journal_mode").scalar().lower() == "wal"
+    label = "-".join(plan.before) or "unversioned"
+    progress = options.progress(f"backing up {plan.name}", file.stat().st_size) if options.progress else None
     try:
-        return backup.take(plan.target.name, label, file, options.backups_dir, progress)
+        outcome.backup = backup.take(plan.name, label, reason, file, options.backups_dir, wal=wal, progress=progress)
     except backup.BackupFailed as error:
-        raise Refused([f"{plan.target.name}: {error}"]) from error
+        raise Refused([f"{plan.name}: {error}"]) from error
 
 
-def _run(plan: _Plan, alembic_command, revision: str) -> None:
-    target, outcome = plan.target, plan.outcome
+def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrading: bool) -> None:
+    """Run the planned steps inside the held transaction; anything else than the plan is a failure."""
     if not plan.needs_work:
         return
-    if outcome.adoption is not None:
-        adopt.apply(target, outcome.adoption)
+    target = plan.target
+    if plan.adoption is not None:
+        adopt.apply(target, plan.adoption, connection)
+        outcome.adoption = plan.adoption
+    ran: list[Step] = []
     clock = [time.perf_counter()]
 
     def record(ctx, step, heads, run_args):
         now = time.perf_counter()
         script = (step.up_revisions or (None,))[0]
-        outcome.steps.append(Step(step.up_revision_id, script.doc if script else "", now - clock[0], step.is_upgrade))
+        doc = script.doc if script else ""
+        ran.append(Step(step.up_revision_id, doc or "", step.is_upgrade, "", now - clock[0]))
         clock[0] = now
 
-    with target.connect() as connection:
+    if plan.steps:
         config = target.config(connection)
         config.attributes["on_version_apply"] = record
-        alembic_command(config, revision)
-    outcome.after = target.current()
-    outcome.status = "migrated" if outcome.changed else "unchanged"
+        (command.upgrade if upgrading else command.downgrade)(config, revision)
+    outcome.steps = ran
+    if [(s.revision, s.upgrade) for s in ran] != [(s.revision, s.upgrade) for s in plan.steps]:
+        raise RuntimeError(
+            f"Alembic ran {[s.revision for s in ran]}, not the planned {[s.revision for s in plan.steps]}"
+        )
+    outcome.after = target.current(connection)
 
 
-def _undo(attempted: list[_Plan], not_started: list[_Plan]) -> None:
-    """Put back every database this run touched, from its backup (or remove a file it created)."""
-    for plan in attempted:
-        file = plan.target.sqlite_file
-        try:
-            if plan.outcome.backup is not None:
-                backup.restore(plan.outcome.backup.path, file)
-                plan.outcome.status = f"restored from {plan.outcome.backup.path.name}"
-            elif file is not None and not plan.existed and file.exists():
-                file.unlink()
-                plan.outcome.status = "removed the file this run created"
-            elif plan.needs_work:
-                plan.outcome.status = "not restored (no backup was taken)"
-            plan.outcome.after = plan.target.current() if file is None or file.exists() else ()
-        except Exception as error:  # keep going: every other database still deserves its restore
-            where = plan.outcome.backup.path if plan.outcome.backup else "no backup"
-            plan.outcome.status = f"RESTORE FAILED ({_describe(error)}); the backup is {where}"
-    for plan in not_started:
-        plan.outcome.status = "not started"
-
-
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     if isinstance(error, CommandError):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
 
+def upgrade_sql(target: Target, revision: str, out) -> None:
+    """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode)."""
+    (plan,) = _plan_all([target], None, True, revision)
+    before = plan.before
+    if len(before) > 1:
+        raise Refused([f"{target.name}: --sql needs a single current revision, found {', '.join(before)}"])
+    if not plan.needs_work:
+        out.write(f"-- {target.name}: already at {', '.join(before) or 'base'}, nothing to run\n")
+        return
+    if plan.adoption is not None:
+        created = ", ".join(plan.adoption.missing_tables) or "nothing to create"
+        out.write(f"-- {target.name}: adopting a pre-Alembic database ({created})\n")
+        out.writelines(f"{statement};\n" for statement in plan.adoption.statements)
+        before = (plan.adoption.baseline,)
+        out.write(f"-- {target.name}: then stamping {plan.adoption.baseline}\n")
+    out.write(f"-- {target.name}: {target.location}\n")
+    span = f"{before[0]}:{revision}" if before else revision
+    command.upgrade(target.config(output=out), span, sql=True)
+
+
+def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | None:
+    """Put `chosen` back into the database through SQLite's journaled page writes.
+
+    The database as it is now is copied first (unless `options.backup` is off), under the same
+    continuous write lock as the restore, so no row committed by a writer falls between them.
+    """
+    file = target.sqlite_file
+    if file is None:
+        raise Refused([f"{target.name}: restore works on SQLite files; {target.location} is not one"])
+    refuse_unsafe_files([target], options.backups_dir if options.backup else None, options.configured)
+    backup.verify(chosen, target.db)
+    if file_identity(file) == file_identity(chosen):
+        raise Refused([f"{target.name}: {chosen} is the database itself"])
+    _refuse_restore_without_space(target, chosen, options)
+    backup.clean_partials(options.backups_dir, target.name)
+    label = "-".join(_current_or_unknown(target)) or "unversioned"
+
+    def safety(wal: bool) -> backup.Backup | None:
+        if not options.backup or not target.holds_data():
+            return None
+        return backup.take(target.name, label, backup.BEFORE_RESTORE, file, options.backups_dir, wal=wal)
+
+    size = chosen.stat().st_size
+    progress = options.progress(f"restoring {target.name}", size) if options.progress else None
+    with raised_as_interrupted():
+        try:
+            return backup.restore(chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress)
+        except backup.BackupFailed as error:
+            raise Refused([f"{target.name}: the safety copy failed, nothing was restored: {error}"]) from error
+
+
+def _current_or_unknown(target: Target) -> tuple[str, ...]:
+    try:
+        return target.current()
+    except Exception:
+        return ("unreadable",)
+
+
+def _refuse_restore_without_space(target: Target, chosen: Path, options: Options) -> None:
+    live = target.sqlite_file.stat().st_size if target.holds_data() else 0
+    needed: dict[int, tuple[Path, int]] = {}
+    for folder, size in (
+        (target.sqlite_file.parent, live + max(0, chosen.stat().st_size - live)),  # journal, then growth
+        (options.backups_dir, live if options.backup else 0),
+    ):
+        folder = backup.existing_folder(folder)
+        place, total = needed.get(folder.stat().st_dev, (folder, 0))
+        needed[folder.stat().st_dev] = (place, total + size)
+    problems = [
+        f"not enough free disk in {place} to restore {target.name}: need {total * SPACE_MARGIN / 1e6:.1f} MB,"
+        f" have {backup.free_space(place) / 1e6:.1f} MB"
+        for place, total in needed.values()
+        if total * SPACE_MARGIN > backup.free_space(place)
+    ]
+    if problems:
+        raise Refused(problems)
+
+
 def validate_revision(targets: Sequence[Target], revision: str) -> None:
     """Refuse, before touching anything, a revision some selected project does not have."""
-    if revision in ("head", "heads", "base") or revision[:1] in "+-" or "@" in revision:
+    if revision in ("head", "heads", "base") or revision[:1] in "+-" or "@" in revision or ":" in revision:
         return
     for target in targets:
         try:
@@ -252,50 +382,3 @@ def validate_revision(targets: Sequence[Target], revision: str) -> None:
                 f"revision {revision!r} is not in the {target.name} project (it has: {known}); "
                 f"use --only to pick the database it belongs to"
             )
-
-
-def upgrade_sql(target: Target, revision: str, out) -> None:
-    """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode)."""
-    (before,) = preflight([target]).values()
-    if len(before) > 1:
-        raise Refused([f"{target.name}: --sql needs a single current revision, found {', '.join(before)}"])
-    if before and revision in ("head", "heads") and set(before) == set(target.heads()):
-        out.write(f"-- {target.name}: already at head ({before[0]}), nothing to run\n")
-        return
-    if not before and target.exists():
-        with target.connect() as connection:
-            try:
-                adoption = adopt.plan(target, connection)
-            except adopt.AdoptionRefused as refusal:
-                raise Refused([f"{target.name}: {p}" for p in refusal.problems]) from refusal
-        if adoption is not None:
-            created = ", ".join(adoption.missing_tables) or "nothing to create"
-            out.write(f"-- {target.name}: adopting a pre-Alembic database ({created})\n")
-            out.writelines(f"{statement};\n" for statement in adoption.statements)
-            before = (adoption.baseline,)
-            out.write(f"-- {target.name}: then stamping {adoption.baseline}\n")
-    out.write(f"-- {target.name}: {target.location}\n")
-    span = f"{before[0]}:{revision}" if before else revision
-    command.upgrade(target.config(output=out), span, sql=True)
-
-
-def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | None:
-    """Put `chosen` back in place of the database, after backing up the database as it is now."""
-    file = target.sqlite_file
-    if file is None:
-        raise Refused([f"{target.name}: restore works on SQLite files; {target.location} is not one"])
-    with all_locked([(target.url, target.db.version_table)], options.lock_timeout):
-        try:
-            backup.verify(chosen)
-        except (backup.BackupFailed, backup.sqlite3.Error) as error:
-            raise Refused([f"{chosen} is not a usable backup: {error}"]) from error
-        safety = None
-        if options.backup and file.exists() and file.stat().st_size > 0:
-            label = "-".join(target.current()) or "unversioned"
-            safety = backup.take(target.name, label, file, options.backups_dir)
-        if not file.exists():
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.touch()
-        size = chosen.stat().st_size
-        backup.restore(chosen, file, options.progress(f"restoring {target.name}", size) if options.progress else None)
-        return safety

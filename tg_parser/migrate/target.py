@@ -19,6 +19,7 @@ from tg_parser.core.settings import Settings
 from tg_parser.migrate.errors import Unreadable
 from tg_parser.storage.databases import Database
 from tg_parser.storage.engine import make_engine
+from tg_parser.storage.lock import file_identity
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,20 @@ class Target:
     def heads(self) -> tuple[str, ...]:
         return tuple(self.script.get_heads())
 
+    @property
+    def identity(self) -> tuple:
+        """Equal for two targets that are one database: a file by device and inode, a server by URL."""
+        if self.sqlite_file is not None:
+            return ("file", *file_identity(self.sqlite_file))
+        return ("server", self.url.render_as_string(hide_password=False))
+
     def exists(self) -> bool:
         """False only for a SQLite file that is not there yet."""
         return self.sqlite_file is None or self.sqlite_file.exists()
+
+    def holds_data(self) -> bool:
+        """True unless a SQLite file is missing or empty (a server database always counts)."""
+        return self.sqlite_file is None or (self.sqlite_file.exists() and self.sqlite_file.stat().st_size > 0)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -69,20 +81,26 @@ class Target:
         finally:
             engine.dispose()
 
-    def current(self) -> tuple[str, ...]:
-        """The revisions the database is at; empty for a new or unversioned database."""
+    def current(self, connection: Connection | None = None) -> tuple[str, ...]:
+        """The revisions the database is at; empty for a new or unversioned database.
+
+        Read through `connection` when given (a run's held transaction), else a connection of its own.
+        """
         if not self.exists():
             return ()
-        if self.sqlite_file is not None and not _looks_like_sqlite(self.sqlite_file):
-            raise Unreadable(f"{self.sqlite_file} is not a SQLite database")
         try:
-            with self.connect() as connection:
-                context = MigrationContext.configure(
-                    connection, opts={"version_table": self.db.version_table}
-                )
-                return tuple(context.get_current_heads())
+            if connection is not None:  # never open the file outside SQLite while a lock is held on it
+                return self._read_version(connection)
+            if self.sqlite_file is not None and not _looks_like_sqlite(self.sqlite_file):
+                raise Unreadable(f"{self.sqlite_file} is not a SQLite database")
+            with self.connect() as own:
+                return self._read_version(own)
         except (DatabaseError, OperationalError) as error:
             raise Unreadable(f"cannot read {self.location}: {error.orig}") from error
+
+    def _read_version(self, connection: Connection) -> tuple[str, ...]:
+        context = MigrationContext.configure(connection, opts={"version_table": self.db.version_table})
+        return tuple(context.get_current_heads())
 
 
 def _looks_like_sqlite(path: Path) -> bool:

@@ -5,25 +5,25 @@ second copy of it). Rows are streamed in batches (memory stays bounded whatever 
 and written with PostgreSQL's COPY; identity sequences are moved past the copied ids; then
 each table's row count and content checksum are compared between source and target.
 The whole copy is one transaction on the target, committed only when every table
-verifies. The source is opened read-only.
+verifies. Each source database is opened read-only and read in one read transaction: a
+snapshot, which is what the target is verified against and what the row counts describe
+(a collector writing meanwhile waits on a rollback-journal database, and its later rows
+are not in the snapshot, so stop it for the cut-over).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Table, create_engine, func, inspect, select, text
+from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.pool import NullPool
 
-from tg_parser.migrate.errors import Refused
-from tg_parser.migrate.orchestrator import preflight
+from tg_parser.migrate.errors import Refused, Unreadable
 from tg_parser.migrate.target import Target
+from tg_parser.migrate.transactions import HeldTransactions
 from tg_parser.storage.engine import make_engine
-from tg_parser.storage.lock import all_locked
 
 BATCH_ROWS = 5000
 CHECKSUM_MODULUS = 2**64
@@ -77,35 +77,33 @@ def transfer(
     if not allow_existing_rows:
         _refuse_rows_in(destinations)
     upgrade(destinations)  # takes and releases the migration locks itself
-    with all_locked([(d.url, d.db.version_table) for d in destinations], lock_timeout):
-        engine = make_engine(to_url)
-        try:
-            with engine.connect() as writer:
-                transaction = writer.begin()  # one transaction: kept only if every table verifies
-                reports = [r for source in sources for r in _copy_database(source, writer, progress)]
-                if all(r.ok for r in reports):
-                    transaction.commit()
-                else:
-                    transaction.rollback()
-        finally:
-            engine.dispose()
+    with HeldTransactions(destinations, lock_timeout) as held:  # one transaction: kept only if every table verifies
+        writer = held.connection(destinations[0])
+        reports = [r for source in sources for r in _copy_database(source, writer, progress)]
+        if all(r.ok for r in reports):
+            held.commit()
     return reports
 
 
 def _check_sources(sources: list[Target]) -> None:
     """Every source exists, passes the upgrade preflight, and is at head."""
-    missing = [f"{s.name}: {s.location} does not exist" for s in sources if not s.exists()]
-    if missing:
-        raise Refused(missing)
-    current = preflight(sources)
-    behind = [
-        f"{s.name}: source is at {', '.join(current[s.name]) or '(no revision)'}, not at head;"
-        " run tg-parser db upgrade first"
-        for s in sources
-        if set(current[s.name]) != set(s.heads())
-    ]
-    if behind:
-        raise Refused(behind)
+    problems = []
+    for source in sources:
+        if not source.exists():
+            problems.append(f"{source.name}: {source.location} does not exist")
+            continue
+        try:
+            current = source.current()
+        except Unreadable as error:
+            problems.append(f"{source.name}: {error}")
+            continue
+        if set(current) != set(source.heads()):
+            problems.append(
+                f"{source.name}: source is at {', '.join(current) or '(no revision)'}, not at head;"
+                " run tg-parser db upgrade first"
+            )
+    if problems:
+        raise Refused(problems)
 
 
 def _refuse_rows_in(destinations: list[Target]) -> None:
@@ -133,7 +131,7 @@ def _copy_database(source: Target, writer: Connection, progress) -> list[TableRe
     reports = []
     source_engine = _read_only_engine(source)
     try:
-        with source_engine.connect() as reader:
+        with source_engine.connect() as reader, reader.begin():  # one snapshot of the whole database
             for table in source.db.metadata.sorted_tables:
                 report = TableReport(source.name, table.name)
                 started = time.perf_counter()
@@ -161,9 +159,10 @@ def _checksum(connection: Connection, table: Table) -> RowChecksum:
 
 def _read_only_engine(source: Target):
     if source.sqlite_file is None:
-        return make_engine(source.url)
-    uri = f"file:{source.sqlite_file}?mode=ro"
-    return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
+        return make_engine(source.url).execution_options(isolation_level="REPEATABLE READ")
+    return make_engine(
+        URL.create("sqlite", database=f"file:{source.sqlite_file}", query={"mode": "ro", "uri": "true"})
+    )
 
 
 def _stream(connection: Connection, table: Table) -> Iterator[tuple]:

@@ -2,6 +2,11 @@
 
 The database comes from, in order: a connection (or, for `--sql`, a URL) passed in
 `config.attributes` (how `tg-parser` calls Alembic), `-x url=...`, then Settings.
+
+`tg-parser` passes a connection whose transaction it already holds; Alembic then neither
+begins nor commits, and the run commits every database together. Run by the `alembic`
+command, the whole command is one transaction that begins with the database's write lock
+(`tg_parser.storage.lock`), so a failure anywhere leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from sqlalchemy.engine import make_url
 from tg_parser.core.settings import load_settings
 from tg_parser.storage.databases import Database, get_database
 from tg_parser.storage.engine import make_engine
-from tg_parser.storage.lock import database_lock
+from tg_parser.storage.lock import begin_locked
 
 
 def run(name: str) -> None:
@@ -32,7 +37,6 @@ def run(name: str) -> None:
         include_name=db.include_name,
         render_as_batch=True,
         transactional_ddl=True,
-        transaction_per_migration=True,
         compare_type=True,
         process_revision_directives=_without_primary_key_nullability(db),
         on_version_apply=config.attributes.get("on_version_apply"),
@@ -48,10 +52,14 @@ def run(name: str) -> None:
         _run_online(connection, options)
         return
     url = _url(db)
-    engine = make_engine(url)
+    timeout = load_settings().lock_timeout
+    engine = make_engine(url, write_lock=True, busy_timeout=timeout)
     try:
-        with database_lock(url, db.version_table, load_settings().lock_timeout), engine.connect() as connection:
+        with engine.connect() as connection:
+            where = url.render_as_string(hide_password=True)
+            transaction = begin_locked(connection, db.version_table, where, timeout)
             _run_online(connection, options)
+            transaction.commit()
     finally:
         engine.dispose()
 

@@ -29,6 +29,11 @@ class Database:
         return f"alembic_version_{self.name}"
 
     @property
+    def order(self) -> int:
+        """Position in the fixed upgrade order."""
+        return NAMES.index(self.name)
+
+    @property
     def project(self) -> str:
         """The Alembic project's folder (and import) name."""
         return f"migrations_{self.name}"

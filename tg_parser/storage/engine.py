@@ -1,9 +1,14 @@
-"""Engines whose transactions really cover DDL.
+"""Engines whose transactions really cover DDL, and take SQLite's write lock up front when asked.
 
 Python's sqlite3 driver commits before DDL on its own, so a failed migration would
 leave half a schema behind. The fix documented by SQLAlchemy ("Serializable isolation /
 Savepoints / Transactional DDL") is applied here: the driver's own transaction handling
 is turned off and SQLAlchemy emits BEGIN itself.
+
+A migration must begin with `BEGIN IMMEDIATE`: a deferred BEGIN that reads the version
+table first and writes later gets SQLITE_BUSY at once, without waiting, when another
+connection wrote in between. `BEGIN IMMEDIATE` takes the write lock first (readers go
+on; other writers wait on their busy timeout), so the transaction never has to upgrade.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import NullPool
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -24,21 +29,23 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def make_engine(url: URL) -> Engine:
+def make_engine(url: URL, *, write_lock: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+    """An engine for `url`; with `write_lock`, every SQLite transaction starts with BEGIN IMMEDIATE."""
     if url.get_backend_name() != "sqlite":
         return create_engine(url, poolclass=NullPool)
     file = sqlite_file(url)
-    if file is not None:
+    if write_lock and file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, poolclass=NullPool)
+    begin = "BEGIN IMMEDIATE" if write_lock else "BEGIN"
 
     @event.listens_for(engine, "connect")
     def _driver_autocommit(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
     @event.listens_for(engine, "begin")
     def _begin(connection):
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(begin)
 
     return engine

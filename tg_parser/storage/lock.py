@@ -1,92 +1,118 @@
-"""A per-database migration lock: Alembic has none, so two migrators would race on the version table.
+"""The migration lock is the database's own write lock, taken when its transaction begins.
 
-SQLite files are locked with a `<file>.lock` beside them; PostgreSQL databases with a session
-advisory lock keyed by the project's version table, so the three projects sharing one database
-do not block each other. Both kinds are released even when the process is killed, and both
-`tg-parser` and a plain `alembic` run take them.
+SQLite: `BEGIN IMMEDIATE`. SQLite locks the file itself (its inode), so a symlink, a hard
+link or a bind mount of one file shares one lock, and the kernel releases it when a process
+dies. Readers go on; other writers (another migration, or the collector) wait. PostgreSQL: a
+transaction-scoped advisory lock per project, so three projects sharing one database do not
+block each other, plus `lock_timeout` so that DDL waiting on a busy table gives up in time.
+Both `tg-parser` and a plain `alembic` run take these locks, and every wait is bounded by
+TG_PARSER_LOCK_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from sqlalchemy import text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import Connection, RootTransaction
+from sqlalchemy.exc import OperationalError
 
-from tg_parser.storage.engine import make_engine, sqlite_file
-
-POLL_SECONDS = 0.1
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class LockTimeout(RuntimeError):
     """Another process kept the database locked for longer than the lock timeout."""
 
 
-@contextmanager
-def database_lock(url: URL, name: str, timeout: float) -> Iterator[None]:
-    """Hold the migration lock of database `name` (its version table's name) at `url`."""
-    file = sqlite_file(url)
-    if file is not None:
-        with _file_lock(file, timeout):
-            yield
-    elif url.get_backend_name() == "postgresql":
-        with _advisory_lock(url, name, timeout):
-            yield
-    else:
-        yield
+def begin_locked(
+    connection: Connection, name: str, where: str, timeout: float, on_wait: Callable[[], None] | None = None
+) -> RootTransaction:
+    """Begin `connection`'s transaction holding the write lock of database `name` (its version table).
+
+    `on_wait` is called once, before waiting, when another process holds the lock.
+    """
+    if connection.dialect.name == "sqlite":
+        return _sqlite_begin(connection, where, timeout, on_wait)
+    transaction = connection.begin()
+    try:
+        lock_project(connection, name, where, timeout, on_wait)
+    except BaseException:
+        transaction.rollback()
+        raise
+    return transaction
 
 
-@contextmanager
-def _file_lock(file: Path, timeout: float) -> Iterator[None]:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{file}.lock", timeout=timeout)
+def lock_project(
+    connection: Connection, name: str, where: str, timeout: float, on_wait: Callable[[], None] | None = None
+) -> None:
+    """On a PostgreSQL transaction already begun, take project `name`'s advisory lock."""
+    if connection.dialect.name != "postgresql":
+        return
     try:
-        lock.acquire()
-    except Timeout:
-        raise _timeout(str(file), timeout) from None
+        _advisory_lock(connection, name, timeout, on_wait)
+    except OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise _timeout(where, timeout) from None
+        raise
+
+
+def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -> RootTransaction:
+    driver = connection.connection.driver_connection
     try:
-        yield
+        driver.execute("PRAGMA busy_timeout = 0")
+        try:
+            return connection.begin()
+        except OperationalError as error:
+            if not _is_busy(error):
+                raise
+        if on_wait:
+            on_wait()
+        driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            return connection.begin()
+        except OperationalError as error:
+            if _is_busy(error):
+                raise _timeout(where, timeout) from None
+            raise
     finally:
-        lock.release()
+        driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
 
-@contextmanager
-def _advisory_lock(url: URL, name: str, timeout: float) -> Iterator[None]:
+def _is_busy(error: OperationalError) -> bool:
+    return "database is locked" in str(error.orig)
+
+
+def _advisory_lock(connection: Connection, name: str, timeout: float, on_wait) -> None:
     key = int.from_bytes(hashlib.sha256(f"tg_parser:{name}".encode()).digest()[:8], "big", signed=True)
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            deadline = time.monotonic() + timeout
-            while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
-                connection.rollback()
-                if time.monotonic() >= deadline:
-                    raise _timeout(url.render_as_string(hide_password=True), timeout)
-                time.sleep(POLL_SECONDS)
-            connection.commit()  # the lock belongs to the session, not to this transaction
-            try:
-                yield
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
-    finally:
-        engine.dispose()
+    connection.execute(text(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'"))
+    if connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar():
+        return
+    if on_wait:
+        on_wait()
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _timeout(where: str, timeout: float) -> LockTimeout:
     return LockTimeout(
-        f"{where} is being migrated by another process; gave up after {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)"
+        f"{where} is in use by another process (a migration, or a writer such as the collector); "
+        f"gave up after waiting {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)"
     )
 
 
-@contextmanager
-def all_locked(locks: list[tuple[URL, str]], timeout: float) -> Iterator[None]:
-    """Lock several databases, always in the given (fixed) order, so two runs cannot deadlock."""
-    with ExitStack() as stack:
-        for url, name in locks:
-            stack.enter_context(database_lock(url, name, timeout))
-        yield
+def file_identity(path: Path) -> tuple:
+    """What makes two paths one database file: its device and inode, not its name.
+
+    A file not created yet is known by its folder's device and inode and its own name.
+    """
+    try:
+        status = path.stat()
+        return (status.st_dev, status.st_ino)
+    except FileNotFoundError:
+        pass
+    try:
+        folder = path.parent.stat()
+        return (folder.st_dev, folder.st_ino, path.name)
+    except FileNotFoundError:
+        return (str(path.resolve()),)

@@ -1,0 +1,120 @@
+"""What a run will do to each database, worked out before anything changes.
+
+One plan per database (its current revision, adoption, the revisions to apply or revert,
+what would destroy data, what cannot run in a transaction) serves the refusal checks, the
+downgrade confirmation, `--sql` and the run itself, which checks that Alembic ran exactly
+the planned steps. The steps come from Alembic's own revision walk
+(`ScriptDirectory.iterate_revisions`), so relative and branch revisions mean what they mean
+to Alembic.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+
+from tg_parser.migrate import adopt
+from tg_parser.migrate.downgrade_guard import destructive_changes
+from tg_parser.migrate.errors import Refused, Unreadable, UsageProblem
+from tg_parser.migrate.target import Target
+
+# SQL that cannot run inside the run's transaction: it fails there, or (PRAGMA) silently does nothing.
+_NOT_IN_TRANSACTION = re.compile(
+    r"\bVACUUM\b|\bPRAGMA\s+(foreign_keys|journal_mode)\b|\bCONCURRENTLY\b|^\s*(COMMIT|BEGIN|END|ROLLBACK)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+@dataclass
+class Step:
+    revision: str
+    description: str
+    upgrade: bool
+    path: str
+    seconds: float | None = None
+    """Filled in when the step has run."""
+
+
+@dataclass
+class DatabasePlan:
+    target: Target
+    before: tuple[str, ...]
+    steps: list[Step] = field(default_factory=list)
+    adoption: adopt.Adoption | None = None
+    destructive: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def needs_work(self) -> bool:
+        return bool(self.steps) or self.adoption is not None
+
+
+def plan_database(target: Target, connection: Connection, upgrade: bool, revision: str) -> DatabasePlan:
+    """Read one database through `connection` and plan the run; raise Refused or UsageProblem."""
+    try:
+        before = target.current(connection)
+    except Unreadable as error:
+        raise Refused([f"{target.name}: {error}"]) from error
+    known = {script.revision for script in target.script.walk_revisions()}
+    unknown = [rev for rev in before if rev not in known]
+    if unknown:
+        raise Refused([f"{target.name}: database is newer than this tg-parser (revision {', '.join(unknown)})"])
+    plan = DatabasePlan(target, before)
+    start = before
+    if upgrade and not before and target.holds_data():
+        try:
+            plan.adoption = adopt.plan(target, connection)
+        except adopt.AdoptionRefused as refusal:
+            raise Refused([f"{target.name}: {p}" for p in refusal.problems]) from refusal
+        if plan.adoption is not None:
+            start = (plan.adoption.baseline,)
+    plan.steps = _steps(target, start, revision, upgrade)
+    if not upgrade and plan.steps:
+        plan.destructive = destructive_changes(target, connection, before, revision)
+    problems = [p for step in plan.steps for p in _outside_transaction(target, step)]
+    if problems:
+        raise Refused(problems)
+    return plan
+
+
+def _steps(target: Target, current: tuple[str, ...], revision: str, upgrade: bool) -> list[Step]:
+    script = target.script
+    try:
+        if upgrade:
+            scripts = list(reversed(list(script.iterate_revisions(revision, current, implicit_base=True))))
+        else:
+            scripts = list(script.iterate_revisions(current, revision, select_for_downgrade=True))
+    except (RevisionError, CommandError) as error:
+        at = ", ".join(current) or "base"
+        raise UsageProblem(f"{target.name}: cannot {'upgrade' if upgrade else 'downgrade'} to {revision!r} from {at}: {error}") from error
+    return [Step(s.revision, s.doc or "", upgrade, s.path) for s in scripts]
+
+
+def _outside_transaction(target: Target, step: Step) -> list[str]:
+    """Refusals for a revision file that holds something that cannot run inside a transaction."""
+    tree = ast.parse(Path(step.path).read_text(), step.path)
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in docstrings:
+            continue
+        if isinstance(node, ast.Attribute) and node.attr == "autocommit_block":
+            found.add("autocommit_block()")
+        elif isinstance(node, ast.keyword) and node.arg == "postgresql_concurrently":
+            found.add("postgresql_concurrently")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(" ".join(m.group(0).split()).upper() for m in _NOT_IN_TRANSACTION.finditer(node.value))
+    return [
+        f"{target.name}: revision {step.revision} ({step.path}) uses {what}, which cannot run inside the run's"
+        " transaction (see docs/writing-migrations.md)"
+        for what in sorted(found)
+    ]

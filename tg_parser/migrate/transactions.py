@@ -1,0 +1,106 @@
+"""One held-open transaction per database: where a run's all-or-nothing comes from.
+
+Each selected database gets one connection whose transaction begins, holding the database's
+write lock, before anything is read (`tg_parser.storage.lock`). Alembic runs inside it: a
+connection already in a transaction is neither begun nor committed by Alembic. Nothing is
+committed until every database has succeeded; on a failure, Ctrl-C or SIGTERM everything
+is rolled back. Databases that share one server database share one connection, so their
+changes commit as one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection, Engine, RootTransaction
+
+from tg_parser.migrate.interrupt import watch_sqlite
+from tg_parser.migrate.target import Target
+from tg_parser.storage.engine import make_engine
+from tg_parser.storage.lock import begin_locked, lock_project
+
+
+@dataclass
+class Held:
+    engine: Engine
+    connection: Connection
+    transaction: RootTransaction | None
+    names: list[str] = field(default_factory=list)
+    locked_at: float = field(default_factory=time.monotonic)
+    state: str = "open"
+    """open, committed or rolled back."""
+
+    @property
+    def held_seconds(self) -> float:
+        return time.monotonic() - self.locked_at
+
+
+class HeldTransactions:
+    """Opens the transactions in the fixed upgrade order, so two runs can never deadlock."""
+
+    def __init__(self, targets: Sequence[Target], timeout: float, on_wait: Callable[[Target], None] | None = None):
+        self._targets = sorted(targets, key=lambda t: t.db.order)
+        self._timeout = timeout
+        self._on_wait = on_wait
+        self._held: dict[tuple, Held] = {}
+        self._of: dict[str, Held] = {}
+
+    def __enter__(self) -> HeldTransactions:
+        try:
+            for target in self._targets:
+                self._open(target)
+        except BaseException:
+            self.rollback()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.rollback()
+
+    def _open(self, target: Target) -> None:
+        wait = (lambda: self._on_wait(target)) if self._on_wait else None
+        held = self._held.get(target.identity)
+        if held is None:
+            engine = make_engine(target.url, write_lock=True, busy_timeout=self._timeout)
+            connection = engine.connect()
+            held = Held(engine, connection, None)
+            self._held[target.identity] = held
+            if connection.dialect.name == "sqlite":
+                watch_sqlite(connection.connection.driver_connection)
+            held.transaction = begin_locked(connection, target.db.version_table, target.location, self._timeout, wait)
+            held.locked_at = time.monotonic()
+        else:
+            lock_project(held.connection, target.db.version_table, target.location, self._timeout, wait)
+        held.names.append(target.name)
+        self._of[target.name] = held
+
+    def connection(self, target: Target) -> Connection:
+        return self._of[target.name].connection
+
+    def of(self, name: str) -> Held:
+        return self._of[name]
+
+    def commit(self) -> list[str]:
+        """Commit every transaction in order; return the names committed (all of them unless one fails)."""
+        committed: list[str] = []
+        for held in self._held.values():
+            held.transaction.commit()
+            held.state = "committed"
+            committed += held.names
+        return committed
+
+    def rollback(self) -> None:
+        """Roll back whatever is not committed, and close every connection (safe to call twice)."""
+        for held in self._held.values():
+            if held.state == "open":
+                held.state = "rolled back"
+                try:
+                    if held.transaction is not None:
+                        held.transaction.rollback()
+                except Exception:  # closing rolls back too: SQLite's journal or the server undoes it
+                    pass
+            if not held.connection.closed:
+                held.connection.close()
+                held.engine.dispose()
