@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -160,8 +161,8 @@ def write_locked(path: Path):
 
 
 @pytest.fixture
-def postgres_url():
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+def postgres_databases():
+    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test.
 
     The server comes from TG_PARSER_TEST_POSTGRES_URL. Without it the test is skipped,
     except under CI=true, where a missing server is a failure.
@@ -178,12 +179,150 @@ def postgres_url():
     from sqlalchemy.engine import make_url
 
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"tg_parser_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    made: list[str] = []
+
+    def make():
+        name = f"tg_parser_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return make_url(server).set(database=name)
+
     try:
-        yield make_url(server).set(database=name)
+        yield make
     finally:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in made:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    return postgres_databases()
+
+class LiveWriter:
+    """`tests/writer.py` in its own process: a collector committing rows into raw_messages the whole time."""
+
+    def __init__(self, database: Path, folder: Path, pause: float = 0.002, pairs: bool = False):
+        self.log, self.stop_file = folder / "writer.log", folder / "writer.stop"
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("writer.py")), str(database), str(self.log),
+             str(self.stop_file), str(pause), *(["pairs"] if pairs else [])],
+            stderr=subprocess.PIPE, text=True,
+        )
+        self.wait_for(5)
+
+    def lines(self) -> list[tuple[str, float, float]]:
+        if not self.log.exists():
+            return []
+        return [(ref, float(at), float(waited)) for ref, at, waited in
+                (line.split() for line in self.log.read_text().splitlines() if line.count(" ") == 2)]
+
+    def ids(self, before: float | None = None, after: float | None = None) -> set[str]:
+        """Ids whose commit returned (optionally before or after a monotonic time)."""
+        return {ref for ref, at, _ in self.lines() if (before is None or at < before) and (after is None or at > after)}
+
+    def wait_for(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.lines()) < count:
+            assert self.process.poll() is None, self.process.stderr.read()
+            assert time.monotonic() < deadline, "the writer committed nothing"
+            time.sleep(0.02)
+
+    def stop(self) -> set[str]:
+        self.stop_file.touch()
+        assert self.process.wait(timeout=120) == 0, self.process.stderr.read()
+        return self.ids()
+
+
+@contextmanager
+def live_writer(database: Path, folder: Path, pause: float = 0.002, pairs: bool = False):
+    writer = LiveWriter(database, folder, pause, pairs)
+    try:
+        yield writer
+    finally:
+        if writer.process.poll() is None:
+            writer.stop_file.touch()
+            writer.process.wait(timeout=120)
+
+
+def source_refs(path: Path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        return {row[0] for row in connection.execute("SELECT source_ref FROM raw_messages")}
+
+
+def checksums_without_writer(path: Path) -> dict[str, str]:
+    """`content_checksums`, leaving out the rows the live writer added to raw_messages."""
+    checksums = {}
+    with sqlite3.connect(path) as connection:
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in sorted(tables):
+            where = " WHERE source_ref NOT LIKE 'writer:%'" if table == "raw_messages" else ""
+            digest = hashlib.sha256()
+            for row in connection.execute(f'SELECT * FROM "{table}"{where} ORDER BY rowid'):
+                digest.update(repr(row).encode())
+            checksums[table] = digest.hexdigest()
+    return checksums
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def grow_raw(path: Path, rows: int, text_bytes: int = 400) -> None:
+    """Add `rows` raw messages of about `text_bytes` each, in SQL (fast enough for tens of megabytes)."""
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO raw_messages (source_ref, id, message_type, channel_id, date, text, inserted_at)"
+            " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+            " SELECT 'bulk:' || i, i, 'post', 'c' || (i % 50), '2026-01-01', hex(randomblob(?)), '2026-01-01' FROM n",
+            (rows, text_bytes // 2),
+        )
+
+
+def _can_mount() -> bool:
+    probe = Path(f"/tmp/tg-parser-mount-probe-{os.getpid()}")
+    probe.mkdir(exist_ok=True)
+    try:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True).returncode:
+            return False
+        subprocess.run(["umount", str(probe)], check=True)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        probe.rmdir()
+
+
+def need_mounts() -> None:
+    """Skip where this machine cannot mount (never under CI=true, where it must)."""
+    if not _can_mount():
+        reason = "cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(folder, size=None, bind=None, read_only=False): a tmpfs or a bind mount, unmounted afterwards."""
+    need_mounts()
+    mounted: list[Path] = []
+
+    def make(folder: Path, size: str | None = None, bind: Path | None = None, read_only: bool = False) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        if bind is not None:
+            subprocess.run(["mount", "--bind", str(bind), str(folder)], check=True)
+            if read_only:
+                subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        else:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

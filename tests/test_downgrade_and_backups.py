@@ -130,7 +130,7 @@ def test_a_backup_reports_progress_and_is_byte_identical(legacy_copy, tmp_path):
     source = legacy_copy / "raw_storage.sqlite"
     calls = []
     made = backup.take(
-        "raw", "unversioned", "upgrade", source, tmp_path, wal=False, progress=lambda done, total: calls.append((done, total))
+        "raw", "unversioned", "upgrade", source, tmp_path, progress=lambda done, total: calls.append((done, total))
     )
     size = source.stat().st_size
     assert calls and calls[-1] == (size, size)

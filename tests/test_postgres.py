@@ -10,7 +10,17 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import REPO, content_checksums, run_cli, tg_parser_process
+from tests.conftest import (
+    REPO,
+    add_revision,
+    content_checksums,
+    grow_raw,
+    live_writer,
+    run_cli,
+    source_refs,
+    tg_parser_process,
+    tg_parser_run,
+)
 from tg_parser.storage.databases import DATABASES, get_database
 
 URL_VARIABLES = [f"{db.setting_stem}_DB_URL" for db in DATABASES]
@@ -247,3 +257,76 @@ def test_a_transfer_whose_copy_differs_is_reported_and_rolled_back(legacy_copy, 
         assert connection.exec_driver_sql("SELECT count(*) FROM raw_messages").scalar() == 0
         assert connection.exec_driver_sql("SELECT count(*) FROM raw_conflicts").scalar() == 0
     engine.dispose()
+
+
+ADD_COLUMN = '''
+def upgrade():
+    op.add_column("{table}", sa.Column("note", sa.Text()))
+
+
+def downgrade():
+    op.drop_column("{table}", "note")
+'''
+
+FAILS = '''
+def upgrade():
+    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO no_such_table VALUES (1)")
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.mark.parametrize("layout", ["one-database", "separate-databases"])
+def test_a_failure_in_processing_leaves_ingestion_and_raw_at_their_old_revision(postgres_databases, projects, layout):
+    urls = [postgres_databases()] * 3 if layout == "one-database" else [postgres_databases() for _ in DATABASES]
+    env = {f"{db.setting_stem}_DB_URL": url.render_as_string(hide_password=False) for db, url in zip(DATABASES, urls)}
+    init = tg_parser_run("init", env=env)
+    assert init.returncode == 0, init.stderr
+    add_revision(projects, "ingestion", 2, ADD_COLUMN.format(table="sources"))
+    add_revision(projects, "raw", 2, ADD_COLUMN.format(table="raw_messages"))
+    add_revision(projects, "processing", 2, FAILS)
+
+    result = tg_parser_run("db", "upgrade", projects=projects, env=env)
+
+    assert result.returncode == 1, result.stderr
+    assert "Every database was rolled back" in result.stderr
+    for db, url in zip(DATABASES, urls):
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            assert connection.execute(text(f"SELECT version_num FROM {db.version_table}")).scalars().all() == [
+                f"{db.name}_0001"
+            ]
+            columns = {c["name"] for t in ("sources", "raw_messages") if inspect(connection).has_table(t)
+                       for c in inspect(connection).get_columns(t)}
+            assert "note" not in columns and not inspect(connection).has_table("half_done")
+        engine.dispose()
+
+
+def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, postgres_url, tmp_path):
+    assert run_cli("db", "upgrade").exit_code == 0
+    raw = legacy_copy / "raw_storage.sqlite"
+    grow_raw(raw, 40_000, 400)
+    target = postgres_url.render_as_string(hide_password=False)
+
+    with live_writer(raw, tmp_path, pairs=True) as writer:
+        result = tg_parser_run("db", "transfer", "--to", target)
+        writer.wait_for(len(writer.lines()) + 20)
+        committed = writer.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert "every count and checksum matches" in result.stdout
+    printed = next(line.split() for line in result.stdout.splitlines() if line.split()[:2] == ["raw", "raw_messages"])
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        copied = set(connection.exec_driver_sql("SELECT source_ref FROM raw_messages").scalars())
+        conflicts = set(connection.exec_driver_sql("SELECT source_ref FROM raw_conflicts WHERE reason = 'writer'").scalars())
+    engine.dispose()
+    assert conflicts == {ref for ref in copied if ref.startswith("writer:")}, "the two tables come from two moments"
+    assert int(printed[2].replace(",", "")) == int(printed[3].replace(",", "")) == len(copied)
+    assert copied <= source_refs(raw)
+    numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
+    assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
+    assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"

@@ -264,4 +264,16 @@ def backups(directory: Path, names: list[str]) -> None:
         return
     for b in found:
         taken = b.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-        click.echo(f"{b.db:<{NAME_WIDTH}} {b.revision:<18} {taken}  {b.size / 1e6:9.1f} MB  {b.path.name}")
+        reason = b.reason or "(no manifest)"
+        click.echo(
+            f"{b.db:<{NAME_WIDTH}} {b.revision:<18} {taken}  {human_size(b.size):>9}  {reason:<15} {b.path.name}"
+        )
+
+
+def human_size(size: float) -> str:
+    """512 B, 45.1 KB, 1.2 GB: readable at every scale."""
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tg_parser.migrate.errors import Refused
 from tg_parser.storage.databases import NAMES, Database
-from tg_parser.storage.lock import LockTimeout
+from tg_parser.storage.lock import LockTimeout, timed_out
 
 CHUNK = 8 * 1024 * 1024
 RESTORE_STEP_BYTES = 4 * 1024 * 1024
@@ -97,17 +97,28 @@ def _read_manifest(path: Path) -> dict:
 
 
 def take(
-    db: str, revision: str, reason: str, source: Path, directory: Path, *, wal: bool, progress: Progress | None = None
+    db: str,
+    revision: str,
+    reason: str,
+    source: Path,
+    directory: Path,
+    *,
+    wal_reader: sqlite3.Connection | None = None,
+    progress: Progress | None = None,
 ) -> Backup:
-    """Back up `source`, whose write lock the caller holds (so nothing changes while it is copied)."""
+    """Back up `source`, whose write lock the caller holds (so nothing changes while it is copied).
+
+    A WAL database is copied through `wal_reader` (a connection that can read it), since its
+    committed pages may sit in the `-wal` file; any other is copied byte for byte.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     taken_at = datetime.now(UTC)
     name = f"{db}-{revision}-{taken_at.strftime('%Y%m%dT%H%M%S%fZ')}.sqlite"
     final = directory / name
     partial = directory / f".{name}.partial"
     try:
-        if wal:
-            _backup_api_copy(source, partial)
+        if wal_reader is not None:
+            _backup_api_copy(wal_reader, partial)
             digest = _sha256(partial)
         else:
             digest = _copy_in_child(source, partial, progress)
@@ -193,42 +204,63 @@ def restore(
     live: Path,
     *,
     timeout: float,
-    safety: Callable[[bool], Backup | None] | None = None,
+    safety: Callable[[sqlite3.Connection, bool], Backup | None] | None = None,
     progress: Progress | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> Backup | None:
     """Put `chosen` back into `live` through SQLite's journaled page writes; return the safety copy.
 
-    `safety` is called (with whether the database is in WAL mode) once the live database is
-    locked and before any of its pages change, so the safety copy and the restore happen under
-    one continuous write lock: no writer can commit between them.
+    The live database is locked exclusively (SQLite's EXCLUSIVE locking mode keeps the lock
+    between transactions) before anything else, and stays locked until the restore is
+    committed. `safety(connection, wal)` is called under that lock, before any page changes,
+    so no writer can commit between the safety copy and the restore.
     """
-    source = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True)
-    destination = sqlite3.connect(live, isolation_level=None, timeout=timeout)
-    wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-    page_size = source.execute("PRAGMA page_size").fetchone()[0]
-    step_pages = max(1, RESTORE_STEP_BYTES // page_size)
-    # A cache larger than one step: the first step's pages stay in memory, the file untouched.
-    destination.execute(f"PRAGMA cache_size = -{4 * RESTORE_STEP_BYTES // 1024}")
-    state = {"safety": None, "locked": False, "deadline": time.monotonic() + timeout}
-    total_bytes = chosen.stat().st_size
-
-    def step(status: int, remaining: int, pages: int) -> None:
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            if time.monotonic() > state["deadline"]:
-                raise LockTimeout(f"{live} is in use by another process; gave up after waiting {timeout:g} s")
-            return
-        if not state["locked"]:
-            state["locked"] = True
-            state["safety"] = safety(wal) if safety else None
-        if progress:
-            progress((pages - remaining) * page_size, total_bytes)
-
+    destination = sqlite3.connect(live, isolation_level=None)
     try:
-        source.backup(destination, pages=step_pages, progress=step, sleep=0.05)
+        wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        destination.execute("PRAGMA locking_mode = EXCLUSIVE")
+        try:
+            _lock_exclusively(destination, live, timeout, on_wait)
+        except LockTimeout as error:
+            if wal:  # every connection to a WAL database holds a shared lock for as long as it is open
+                raise LockTimeout(f"{error}; {live} is in WAL mode: restore it with the collector stopped") from None
+            raise
+        saved = safety(destination, wal) if safety else None
+        source = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True)
+        try:
+            page_size = source.execute("PRAGMA page_size").fetchone()[0]
+            total = chosen.stat().st_size
+
+            def step(_status: int, remaining: int, pages: int) -> None:
+                if progress:
+                    progress((pages - remaining) * page_size, total)
+
+            source.backup(destination, pages=max(1, RESTORE_STEP_BYTES // page_size), progress=step)
+        finally:
+            source.close()
     finally:
         destination.close()
-        source.close()
-    return state["safety"]
+    return saved
+
+
+def _lock_exclusively(connection: sqlite3.Connection, live: Path, timeout: float, on_wait) -> None:
+    """Take the EXCLUSIVE lock (kept after COMMIT in EXCLUSIVE locking mode), waiting up to `timeout`."""
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        connection.execute("BEGIN EXCLUSIVE")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            raise
+        if on_wait:
+            on_wait()
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            connection.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error):
+                raise timed_out(str(live), timeout) from None
+            raise
+    connection.execute("COMMIT")
 
 
 def prune(directory: Path, db: str, keep: int) -> list[Path]:
@@ -259,15 +291,13 @@ def _query(path: Path, sql: str) -> list[tuple]:
         connection.close()
 
 
-def _backup_api_copy(source: Path, destination: Path) -> None:
-    reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+def _backup_api_copy(reader: sqlite3.Connection, destination: Path) -> None:
     writer = sqlite3.connect(destination)
     try:
         reader.backup(writer)
         writer.execute("PRAGMA journal_mode = DELETE")
     finally:
         writer.close()
-        reader.close()
     with open(destination, "rb") as file:
         os.fsync(file.fileno())
 

@@ -12,6 +12,7 @@ operator's safety net for `db restore`, never the undo path.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
 
 from tg_parser.migrate import adopt, backup
 from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
@@ -247,10 +249,16 @@ def _backup(plan: DatabasePlan, transactions: HeldTransactions, outcome: Outcome
     wal = connection.exec_driver_sql("PRAGMA journal_mode").scalar().lower() == "wal"
     label = "-".join(plan.before) or "unversioned"
     progress = options.progress(f"backing up {plan.name}", file.stat().st_size) if options.progress else None
+    reader = sqlite3.connect(f"file:{file}?mode=ro", uri=True) if wal else None  # in WAL mode readers go on
     try:
-        outcome.backup = backup.take(plan.name, label, reason, file, options.backups_dir, wal=wal, progress=progress)
+        outcome.backup = backup.take(
+            plan.name, label, reason, file, options.backups_dir, wal_reader=reader, progress=progress
+        )
     except backup.BackupFailed as error:
         raise Refused([f"{plan.name}: {error}"]) from error
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrading: bool) -> None:
@@ -284,9 +292,12 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
 
 
 def _describe(error: BaseException) -> str:
+    """One line: the driver's own message for a database error, without SQLAlchemy's statement dump."""
     if isinstance(error, CommandError):
         return str(error)
-    return f"{type(error).__name__}: {error}"
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def upgrade_sql(target: Target, revision: str, out) -> None:
@@ -326,18 +337,25 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | N
     backup.clean_partials(options.backups_dir, target.name)
     label = "-".join(_current_or_unknown(target)) or "unversioned"
 
-    def safety(wal: bool) -> backup.Backup | None:
+    def safety(connection: sqlite3.Connection, wal: bool) -> backup.Backup | None:
         if not options.backup or not target.holds_data():
             return None
-        return backup.take(target.name, label, backup.BEFORE_RESTORE, file, options.backups_dir, wal=wal)
+        reader = connection if wal else None
+        return backup.take(target.name, label, backup.BEFORE_RESTORE, file, options.backups_dir, wal_reader=reader)
 
     size = chosen.stat().st_size
     progress = options.progress(f"restoring {target.name}", size) if options.progress else None
+    waiting = (lambda: options.waiting(target, options.lock_timeout)) if options.waiting else None
     with raised_as_interrupted():
         try:
-            return backup.restore(chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress)
+            return backup.restore(
+                chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress, on_wait=waiting
+            )
         except backup.BackupFailed as error:
             raise Refused([f"{target.name}: the safety copy failed, nothing was restored: {error}"]) from error
+        except sqlite3.Error as error:
+            message = f"restore failed, {target.location} is unchanged: {_describe(error)}"
+            raise MigrationFailed(target.name, message, []) from error
 
 
 def _current_or_unknown(target: Target) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ def lock_project(
         _advisory_lock(connection, name, timeout, on_wait)
     except OperationalError as error:
         if getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-            raise _timeout(where, timeout) from None
+            raise timed_out(where, timeout) from None
         raise
 
 
@@ -74,7 +74,7 @@ def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -
             return connection.begin()
         except OperationalError as error:
             if _is_busy(error):
-                raise _timeout(where, timeout) from None
+                raise timed_out(where, timeout) from None
             raise
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
@@ -94,7 +94,7 @@ def _advisory_lock(connection: Connection, name: str, timeout: float, on_wait) -
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _timeout(where: str, timeout: float) -> LockTimeout:
+def timed_out(where: str, timeout: float) -> LockTimeout:
     return LockTimeout(
         f"{where} is in use by another process (a migration, or a writer such as the collector); "
         f"gave up after waiting {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)"
