@@ -235,6 +235,12 @@ def test_429_with_retry_after_2_then_200_waits_at_least_2_seconds():
     assert fake.sleeps == [2.0] and reply.attempts[0].delay_reason == "retry-after"
 
 
+def test_retry_after_ms_is_waited_as_asked():
+    fake = FakeTime()
+    reply, server = one_call([error(429, "slow down", retry_after_ms="50", retry_after="9"), ok()], fake=fake)
+    assert len(server.requests) == 2 and fake.sleeps == [0.05]
+
+
 def test_503_503_200():
     fake = FakeTime()
     reply, server = one_call([error(503), error(503), ok()], fake=fake)

@@ -107,19 +107,21 @@ def test_jitter_spreads_the_delays_inside_the_cap():
 
 
 @given(retry_settings, st.floats(0, 120), st.floats(0, 1, exclude_max=True))
-def test_delay_honours_retry_after_and_stays_in_its_window(retry, asked, r):
+def test_delay_is_the_servers_retry_after_else_the_backoff(retry, asked, r):
     retry = retry.model_copy(update={"max_attempts": max(2, retry.max_attempts), "total_timeout": 3600})
     decision = decide(http(429, retry_after=asked), 1, retry, retryable=True, time_left=3600, random=lambda: r)
-    assert asked <= decision.delay <= max(asked, retry.backoff_max)
-    assert decision.delay_reason == ("retry-after" if decision.delay == asked else "backoff")
+    if asked > 0:
+        assert (decision.delay, decision.delay_reason) == (asked, "retry-after")
+    else:
+        assert (decision.delay, decision.delay_reason) == (backoff_delay(retry, 1, lambda: r), "backoff")
 
 
-def test_the_delay_says_why():
-    retry = settings(jitter=0)
-    long = decide(http(429, retry_after=5), 1, retry, retryable=True, time_left=300, random=lambda: 0)
-    short = decide(http(429, retry_after=0.5), 1, retry, retryable=True, time_left=300, random=lambda: 0)
-    assert (long.delay, long.delay_reason) == (5, "retry-after")
-    assert (short.delay, short.delay_reason) == (1.0, "backoff")
+def test_a_short_retry_after_is_not_padded_with_backoff():
+    retry = settings(jitter=0, backoff_base=1.0)
+    short = decide(http(429, retry_after=0.05), 1, retry, retryable=True, time_left=300, random=lambda: 0)
+    none = decide(http(503), 1, retry, retryable=True, time_left=300, random=lambda: 0)
+    assert (short.delay, short.delay_reason) == (0.05, "retry-after")
+    assert (none.delay, none.delay_reason) == (1.0, "backoff")
 
 
 @given(retry_settings)

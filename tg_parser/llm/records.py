@@ -38,7 +38,7 @@ class Attempt:
     delay: float | None = None
     """Seconds slept after it before the next attempt; None when no attempt followed."""
     delay_reason: Literal["retry-after", "backoff"] | None = None
-    """Why that delay: the server's Retry-After, or our backoff (the longer of the two wins)."""
+    """Why that delay: the server's Retry-After (waited as asked), or our backoff (when it asked for none)."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ Following what openai-python, anthropic-sdk-python, tenacity, urllib3 and botoco
   timeouts, 408, 409, 429 and 5xx, or whatever the server's `x-should-retry` says; never a
   finished generation (incomplete, refused, malformed, invalid) unless the caller asks;
 - wait `min(backoff_max, backoff_base * 2**(n-1))` before retry n, jittered inside that cap;
-- never earlier than the server's `Retry-After`; give up at once if it asks for more than
-  `server_wait_max`;
+- wait exactly what the server's `Retry-After` asks, when it asks for more than 0 (as OpenAI's
+  SDK does); give up at once if it asks for more than `server_wait_max`;
 - give up before a sleep that would cross `total_timeout`.
 The client applies it (tg_parser.llm.base_client); the random source is injected, so tests are exact.
 """
@@ -87,8 +87,10 @@ def decide(
         )
     if number >= retry.max_attempts:
         return Decision(give_up=f"gave up after {number} attempt(s) (RETRY_MAX_ATTEMPTS={retry.max_attempts})")
-    backoff = backoff_delay(retry, number, random)
-    delay, reason = (asked, "retry-after") if asked is not None and asked >= backoff else (backoff, "backoff")
+    if asked:  # the server knows when it will have room; padding its answer only slows a batch down
+        delay, reason = asked, "retry-after"
+    else:
+        delay, reason = backoff_delay(retry, number, random), "backoff"
     if delay > time_left:
         return Decision(
             give_up=f"waiting {delay:.2f} s more would pass RETRY_TOTAL_TIMEOUT ({retry.total_timeout:g} s)"
