@@ -80,12 +80,10 @@ def test_50_concurrent_calls_stay_within_max_concurrency_and_a_429_holds_up_no_o
     assert len(retried) == 4
     assert all((r.attempts[0].status, r.attempts[0].delay, r.attempts[0].delay_reason) == (429, 0.3, "retry-after")
                for r in retried)
-    # While the four rate-limited calls slept, the others kept all four slots busy; had a sleeping
-    # call kept its slot, nothing at all would have reached the server in that window.
-    prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
-    first_retry = min(r["arrived"] for i, r in enumerate(server.requests) if prompts[i] in prompts[:i])
+    # While the four rate-limited calls slept, the others kept all four slots busy (about 20 requests
+    # in 0.25 s); had a sleeping call kept its slot, nothing at all would have reached the server.
     first_429 = min(r["answered"] for r in server.requests[:4])
-    served_meanwhile = [r for r in server.requests if first_429 < r["arrived"] < first_retry]
+    served_meanwhile = [r for r in server.requests if first_429 < r["arrived"] < first_429 + 0.25]
     assert len(served_meanwhile) >= 10
 
 
@@ -95,3 +93,20 @@ def test_the_sync_wrapper_can_be_called_again():
         assert client.complete_sync("x").text == "one"
         assert client.complete_sync("y").text == "two"
     assert len(server.requests) == 2
+
+
+def test_waiting_for_a_slot_does_not_count_against_the_deadline():
+    """With one slot, a retry waits 1.2 s behind two slow calls: longer than RETRY_TOTAL_TIMEOUT, yet
+    the call spent only its attempts and its 0.1 s sleep of that budget, so it is answered."""
+    script = [error(429, "slow down", retry_after_ms="100"),
+              Reply(delay=0.6, body=chat_body("second")), Reply(delay=0.6, body=chat_body("third")), ok("first")]
+
+    async def three(client):
+        async with client:
+            return await asyncio.gather(*(client.complete(prompt) for prompt in ("a", "b", "c")))
+
+    with ScriptedServer(script) as server:
+        replies = asyncio.run(three(real_time_client(server, timeout=5, concurrency=1, total_timeout=1)))
+    assert [r.text for r in replies] == ["first", "second", "third"]
+    assert len(replies[0].attempts) == 2 and replies[0].seconds > 1.2
+    assert len(server.requests) == 4

@@ -6,8 +6,9 @@ everything around it lives here, so every provider gets the same guarantees:
 - at most LLM_MAX_CONCURRENCY requests in flight per client (a slot is held per attempt, not
   during the sleeps between them, so one rate-limited call never holds up the others);
 - each attempt is bounded as a whole by `min(LLM_TIMEOUT, time left)`: a server that stalls or
-  trickles its body cannot stretch it, and no attempt starts once RETRY_TOTAL_TIMEOUT has passed
-  (counted from the moment the first attempt gets its slot, so queueing in a large batch is free);
+  trickles its body cannot stretch it, and no attempt starts once RETRY_TOTAL_TIMEOUT is used up.
+  That budget covers attempts and sleeps; time spent waiting for a slot is neither, so a retry
+  queued behind a large batch is not failed for the batch's sake;
 - every attempt is recorded (tg_parser.llm.records.Attempt) and each retry logged at WARNING.
 """
 
@@ -108,19 +109,18 @@ class BaseLLMClient(ABC):
         settings = self._retry_for(retry)
         request = LLMRequest(prompt, instructions, max_output_tokens, output_type)
         attempts: list[Attempt] = []
-        started = deadline = None
+        started = self._clock()
+        spent = 0.0  # in attempts and sleeps, what RETRY_TOTAL_TIMEOUT bounds; waiting for a slot is neither
         while True:
             number = len(attempts) + 1
             async with self._slot():
-                sent = self._clock()
-                if deadline is None:
-                    started, deadline = sent, sent + settings.total_timeout
-                elif sent >= deadline:
+                if spent >= settings.total_timeout:
                     error.attempts = tuple(attempts)
-                    error.gave_up = f"RETRY_TOTAL_TIMEOUT ({settings.total_timeout:g} s) passed before attempt {number}"
+                    error.gave_up = f"RETRY_TOTAL_TIMEOUT ({settings.total_timeout:g} s) used up before attempt {number}"
                     raise error
+                sent = self._clock()
                 try:
-                    reply, parsed = await self._attempt(request, min(self.llm.timeout, deadline - sent))
+                    reply, parsed = await self._attempt(request, min(self.llm.timeout, settings.total_timeout - spent))
                 except LLMRequestFailed as failure:
                     error = failure
                 else:
@@ -128,13 +128,15 @@ class BaseLLMClient(ABC):
                     return LLMReply(
                         reply.text, reply.model, reply.usage, tuple(attempts), self._clock() - started, parsed
                     )
-            record = self._record(number, error.status, error.error_class, self._clock() - sent, error.usage)
+            latency = self._clock() - sent
+            spent += latency
+            record = self._record(number, error.status, error.error_class, latency, error.usage)
             decision = decide(
                 error,
                 number,
                 settings,
                 retryable=error.retryable or (retry_incomplete and isinstance(error, LLMIncomplete)),
-                time_left=deadline - self._clock(),
+                time_left=settings.total_timeout - spent,
                 random=self._random,
             )
             if decision.give_up is not None:
@@ -149,7 +151,9 @@ class BaseLLMClient(ABC):
                 number, settings.max_attempts, self.api, self.llm.model, error.summary,
                 decision.delay, decision.delay_reason,
             )
+            slept_from = self._clock()
             await self._sleep(decision.delay)
+            spent += self._clock() - slept_from
 
     def complete_sync(self, prompt: str, **options) -> LLMReply:
         """`complete` for code without an event loop (the CLI): runs on a new loop, then closes connections."""

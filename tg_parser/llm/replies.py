@@ -35,7 +35,7 @@ def read_responses(data: object, status: int, asked_model: str) -> ProviderReply
         raise LLMMalformedReply("an `output_text` part has no text", status=status, usage=usage)
     if refusals:
         raise LLMRefused("".join(refusals), usage=usage, status=status)
-    state = body.get("status", "completed")  # some compatible servers leave it out
+    state = body.get("status") or "completed"  # some compatible servers leave it out
     if state == "incomplete":
         details = body.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
