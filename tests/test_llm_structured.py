@@ -48,9 +48,8 @@ def test_no_output_type_no_format_and_nothing_parsed():
     "text", ['{"title": "Elections", "message_ids": ["three"]}', '{"title": "Elections"}', "Sure! Here is the card"]
 )
 def test_a_reply_that_does_not_validate_is_a_validation_error_after_one_request(text):
-    with ScriptedServer([ok(text), ok(VALID)]) as server:
-        with pytest.raises(LLMValidationFailed) as failure:
-            client_for(server).complete_sync("x", output_type=TopicCard)
+    with ScriptedServer([ok(text), ok(VALID)]) as server, pytest.raises(LLMValidationFailed) as failure:
+        client_for(server).complete_sync("x", output_type=TopicCard)
     assert len(server.requests) == 1
     assert failure.value.text == text and failure.value.validation_error.error_count() >= 1
     assert str(failure.value).startswith("reply does not match TopicCard (")

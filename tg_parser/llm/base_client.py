@@ -114,10 +114,6 @@ class BaseLLMClient(ABC):
         while True:
             number = len(attempts) + 1
             async with self._slot():
-                if spent >= settings.total_timeout:
-                    error.attempts = tuple(attempts)
-                    error.gave_up = f"RETRY_TOTAL_TIMEOUT ({settings.total_timeout:g} s) used up before attempt {number}"
-                    raise error
                 sent = self._clock()
                 try:
                     reply, parsed = await self._attempt(request, min(self.llm.timeout, settings.total_timeout - spent))
@@ -154,6 +150,10 @@ class BaseLLMClient(ABC):
             slept_from = self._clock()
             await self._sleep(decision.delay)
             spent += self._clock() - slept_from
+            if spent >= settings.total_timeout:  # a sleep may overrun; no attempt starts past the deadline
+                error.attempts = tuple(attempts)
+                error.gave_up = f"RETRY_TOTAL_TIMEOUT ({settings.total_timeout:g} s) used up before another attempt"
+                raise error
 
     def complete_sync(self, prompt: str, **options) -> LLMReply:
         """`complete` for code without an event loop (the CLI): runs on a new loop, then closes connections."""

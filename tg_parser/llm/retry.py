@@ -81,10 +81,8 @@ def decide(
         return Decision(give_up="not retryable")
     asked = error.retry_after
     if asked is not None and asked > retry.server_wait_max:
-        return Decision(
-            give_up=f"the server asked to wait {asked:g} s, more than RETRY_SERVER_WAIT_MAX ({retry.server_wait_max:g} s)",
-            asked_delay=asked,
-        )
+        limit = f"RETRY_SERVER_WAIT_MAX ({retry.server_wait_max:g} s)"
+        return Decision(give_up=f"the server asked to wait {asked:g} s, more than {limit}", asked_delay=asked)
     if number >= retry.max_attempts:
         return Decision(give_up=f"gave up after {number} attempt(s) (RETRY_MAX_ATTEMPTS={retry.max_attempts})")
     if asked:  # the server knows when it will have room; padding its answer only slows a batch down
