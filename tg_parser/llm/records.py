@@ -51,5 +51,6 @@ class LLMReply(Generic[T]):
     attempts: tuple[Attempt, ...]
     """Every attempt, the successful last one included."""
     seconds: float
+    """Wall time of the call, waiting for a free slot included."""
     parsed: T | None = None
     """The reply validated into `output_type`, when the call asked for structured output."""
