@@ -1,10 +1,17 @@
-"""A real HTTP server on 127.0.0.1 that speaks the OpenAI API shapes and plays a scripted sequence."""
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI API shapes and misbehaves on request.
+
+It plays a script (a list of replies, in order) or asks a function for each reply, and counts
+what it saw: every request, the most requests in flight at once, the connections used.
+"""
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,14 +20,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Reply:
     status: int = 200
     headers: dict = field(default_factory=dict)
-    body: dict | None = None
+    body: object = None
+    """A JSON value, or a function of the request path returning one (a reply in that endpoint's shape)."""
+    raw: bytes | None = None
+    """Sent as is instead of `body` (a body that is not JSON)."""
     delay: float = 0.0
-    """Seconds to wait before answering (a slow server, for read timeouts)."""
+    """Seconds before answering (a slow server)."""
+    trickle: float | None = None
+    """Seconds between the body's bytes (a server that never stalls long enough for a read timeout)."""
+    reset_after: int | None = None
+    """Bytes of the body sent before the connection is reset."""
 
 
-def ok(text: str = "pong", model: str = "gpt-5-mini") -> Reply:
-    """A success in the shape the request's endpoint expects (filled in by the server)."""
-    return Reply(200, body={"__ok__": text, "model": model})
+def ok(text: str = "pong", model: str = "gpt-5-mini", usage: tuple[int, int, int] = (11, 7, 3)) -> Reply:
+    """A success in the shape of whichever endpoint is asked."""
+    return Reply(body=lambda path: success(path, text, model, usage))
 
 
 def error(status: int, message: str = "error", code: str | None = None, **headers) -> Reply:
@@ -28,39 +42,121 @@ def error(status: int, message: str = "error", code: str | None = None, **header
     return Reply(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
 
 
+def success(path: str, text: str, model: str, usage: tuple[int, int, int] = (11, 7, 3)) -> dict:
+    if path.endswith("/responses"):
+        return responses_body([reasoning(), message(output_text(text))], model=model, usage=usage)
+    return chat_body(text, model=model, usage=usage)
+
+
+def responses_body(output, *, status="completed", incomplete_details=None, model="gpt-5-mini", usage=(11, 7, 3)):
+    return {
+        "id": "resp_1", "object": "response", "status": status, "incomplete_details": incomplete_details,
+        "model": model, "output": output,
+        "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
+                  "output_tokens_details": {"reasoning_tokens": usage[2]}, "total_tokens": usage[0] + usage[1]},
+    }
+
+
+def reasoning() -> dict:
+    return {"type": "reasoning", "id": "rs_1", "summary": []}
+
+
+def message(*parts) -> dict:
+    return {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": list(parts)}
+
+
+def output_text(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def refusal(text: str) -> dict:
+    return {"type": "refusal", "refusal": text}
+
+
+def chat_body(content, *, finish_reason="stop", refusal=None, model="llama3", usage=(11, 7, 0)) -> dict:
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "finish_reason": finish_reason,
+                     "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+        "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1],
+                  "completion_tokens_details": {"reasoning_tokens": usage[2]}},
+    }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up mid-reply is what several tests are about
+
+
 class ScriptedServer:
-    def __init__(self, script: list[Reply]):
-        self.script = list(script)
+    def __init__(self, script: list[Reply] | Callable[[dict], Reply]):
+        self.script = script if callable(script) else list(script)
         self.requests: list[dict] = []
+        self.max_in_flight = 0
+        self.connections: set[int] = set()
+        self._in_flight = 0
+        self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real APIs do
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
             def do_POST(self):  # noqa: N802 - the http.server API
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-                reply = server.script.pop(0) if server.script else error(500, "script exhausted")
+                request = {
+                    "path": self.path, "body": json.loads(self.rfile.read(length) or b"{}"),
+                    "headers": dict(self.headers), "arrived": time.monotonic(),
+                }
+                reply = server._next(request, self.client_address[1])
                 time.sleep(reply.delay)
-                payload = reply.body
-                if payload and "__ok__" in payload:
-                    payload = _success(self.path, payload["__ok__"], payload["model"])
-                data = json.dumps(payload or {}).encode()
+                with server._lock:
+                    server._in_flight -= 1
+                request["answered"] = time.monotonic()
                 try:
-                    self.send_response(reply.status)
-                    for key, value in reply.headers.items():
-                        self.send_header(key, str(value))
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._answer(reply)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a read timeout): that is the point
+                    self.close_connection = True  # the client gave up: that is the point
+
+            def _answer(self, reply: Reply) -> None:
+                payload = reply.body(self.path) if callable(reply.body) else reply.body
+                data = reply.raw if reply.raw is not None else json.dumps(payload).encode()
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, str(value))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if reply.reset_after is not None:
+                    self.wfile.write(data[: reply.reset_after])
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()  # with a zero linger: a reset, not a clean close
+                    self.close_connection = True
+                elif reply.trickle is not None:
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                else:
+                    self.wfile.write(data)
 
             def log_message(self, *args):
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._http = _QuietServer(("127.0.0.1", 0), Handler)
+        # A short poll, so that leaving the `with` block takes milliseconds, not half a second.
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.02,), daemon=True)
+
+    def _next(self, request: dict, port: int) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            self.connections.add(port)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            if callable(self.script):
+                return self.script(request)
+            return self.script.pop(0) if self.script else error(500, "script exhausted")
 
     @property
     def url(self) -> str:
@@ -73,15 +169,3 @@ class ScriptedServer:
     def __exit__(self, *exc) -> None:
         self._http.shutdown()
         self._http.server_close()
-
-
-def _success(path: str, text: str, model: str) -> dict:
-    if path.endswith("/responses"):
-        return {
-            "model": model,
-            "output": [
-                {"type": "reasoning", "summary": []},
-                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]},
-            ],
-        }
-    return {"model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}

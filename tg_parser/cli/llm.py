@@ -8,6 +8,7 @@ import sys
 import click
 
 from tg_parser.core.settings import LLMSettings, RetrySettings, load_llm_settings, load_retry_settings
+from tg_parser.llm.errors import LLMHTTPError, LLMIncomplete, LLMRefused, LLMRequestFailed
 
 
 @click.group()
@@ -18,41 +19,46 @@ def llm() -> None:
 @llm.command()
 @click.option("--prompt", default="Reply with the single word: pong", show_default=True)
 def ping(prompt: str) -> None:
-    """Send one request with the configured settings; print the reply, model, attempts and time."""
+    """Send one request with the configured settings; print the reply, model, attempts, tokens and time."""
     from tg_parser.llm.openai_compatible import OpenAICompatibleClient
-    from tg_parser.llm.retry import LLMRequestFailed
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     settings, retry = load_llm_settings(), load_retry_settings()
-    client = OpenAICompatibleClient(settings, retry)
     try:
-        reply = client.complete(prompt)
+        reply = OpenAICompatibleClient(settings, retry).complete_sync(prompt)
     except LLMRequestFailed as failure:
         click.echo(f"error: {explain(failure, settings, retry)}", err=True)
         sys.exit(1)
-    finally:
-        client.close()
     click.echo(reply.text)
+    usage = reply.usage
+    tokens = (
+        f"{usage.input_tokens} in, {usage.output_tokens} out ({usage.reasoning_tokens} reasoning)" if usage else "n/a"
+    )
     click.echo(
-        f"model: {reply.model}  attempts: {reply.attempts}  time: {reply.seconds:.2f} s  ({settings.base_url})"
+        f"model: {reply.model}  attempts: {len(reply.attempts)}  time: {reply.seconds:.2f} s  tokens: {tokens}"
+        f"  ({settings.display_url})"
     )
 
 
-def explain(failure, settings: LLMSettings, retry: RetrySettings) -> str:
+def explain(failure: LLMRequestFailed, settings: LLMSettings, retry: RetrySettings) -> str:
     """One line an operator can act on."""
-    last = failure.last
-    if failure.asked_delay is not None:
+    status = failure.status
+    if status == 401:
+        return "authentication failed (401): check LLM_API_KEY"
+    if status == 403:
+        return f"permission denied (403): the key may not use model {settings.model} (LLM_MODEL)"
+    if status == 404:
+        return f"not found (404): check LLM_BASE_URL ({settings.display_url}) and LLM_MODEL ({settings.model})"
+    if isinstance(failure, LLMHTTPError) and failure.quota_exhausted:
+        return "quota exhausted (429): check the account's plan and billing; retrying cannot help"
+    if isinstance(failure, LLMHTTPError) and failure.asked_delay is not None:
+        what = "rate limited" if status == 429 else f"server unavailable (HTTP {status})"
         return (
-            f"rate limited: the server asked to wait {failure.asked_delay:g} s, more than "
+            f"{what}: the server asked to wait {failure.asked_delay:g} s, more than "
             f"RETRY_SERVER_WAIT_MAX ({retry.server_wait_max:g} s)"
         )
-    if last.status == 401:
-        return "authentication failed (401): check LLM_API_KEY"
-    if last.status == 403:
-        return f"permission denied (403): the key may not use model {settings.model} (LLM_MODEL)"
-    if last.status == 404:
-        return f"not found (404): check LLM_BASE_URL ({settings.base_url}) and LLM_MODEL ({settings.model})"
-    if last.quota_exhausted:
-        return "quota exhausted (429): check the account's plan and billing; retrying cannot help"
-    attempts = len(failure.attempts)
-    return f"request failed after {attempts} attempt(s): {failure}"
+    if isinstance(failure, LLMIncomplete):
+        return f"the reply was cut short ({failure.reason}) after {len(failure.attempts)} attempt(s)"
+    if isinstance(failure, LLMRefused):
+        return f"the model refused to answer: {failure.refusal}"
+    return f"request failed after {len(failure.attempts)} attempt(s): {failure}"

@@ -8,8 +8,8 @@ folders cannot touch two different files by accident.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -124,16 +124,36 @@ class RetrySettings(BaseSettings):
 
 
 class LLMSettings(BaseSettings):
-    """Which OpenAI-compatible server and model the LLM client talks to."""
+    """Which OpenAI-compatible server and model the LLM client talks to, and how hard."""
 
     model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
 
     base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible API (Ollama, vLLM)")
     api_key: SecretStr | None = Field(None, description="sent as a bearer token; never printed")
-    model: str = Field("gpt-5-mini", description="gpt-5* use the Responses API, others Chat Completions")
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] = Field("low", description="gpt-5* only")
+    model: str = Field(
+        "gpt-5-mini", description="gpt-5* (not gpt-5-chat*) use the Responses API, others Chat Completions"
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] = Field(
+        "low", description="reasoning models only (gpt-5*, o-series)"
+    )
     verbosity: Literal["low", "medium", "high"] = Field("medium", description="gpt-5* only")
-    timeout: float = Field(60.0, gt=0, le=600, description="seconds per HTTP request")
+    timeout: float = Field(60.0, gt=0, le=600, description="seconds per attempt, the whole request")
+    max_concurrency: int = Field(8, ge=1, le=256, description="requests in flight per client, and connections")
+    temperature: float = Field(0.0, ge=0, le=2, description="models that take it (not gpt-5*, not o-series)")
+    seed: int | None = Field(None, description="models that take it (not gpt-5*, not o-series)")
+    chat_max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = Field(
+        "max_completion_tokens", description="the Chat Completions field that limits the output"
+    )
+
+    @property
+    def display_url(self) -> str:
+        """The base URL to show people: a password (or a lone user name, often a token) masked."""
+        parts = urlsplit(self.base_url)
+        if "@" not in parts.netloc:
+            return self.base_url
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        return urlunsplit(parts._replace(netloc=f"{user + ':***' if colon else '***'}@{host}"))
 
 
 def load_settings(**overrides) -> _SettingsBase:
@@ -176,10 +196,16 @@ def _one_line(model: type[BaseSettings], error: ValidationError) -> str:
 
 def _bounds(field) -> str | None:
     low = high = None
+    strict_low = False
     for constraint in field.metadata:
-        low = getattr(constraint, "ge", None) if getattr(constraint, "ge", None) is not None else low
-        low = getattr(constraint, "gt", None) if getattr(constraint, "gt", None) is not None else low
-        high = getattr(constraint, "le", None) if getattr(constraint, "le", None) is not None else high
+        if getattr(constraint, "ge", None) is not None:
+            low = constraint.ge
+        if getattr(constraint, "gt", None) is not None:
+            low, strict_low = constraint.gt, True
+        if getattr(constraint, "le", None) is not None:
+            high = constraint.le
     if low is None or high is None:
         return None
+    if strict_low:
+        return f"greater than {low:g} and at most {high:g}"
     return f"a number from {low:g} to {high:g}"

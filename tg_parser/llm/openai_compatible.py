@@ -1,82 +1,142 @@
-"""An OpenAI-compatible provider over plain HTTP (httpx), so the SDK's own retries never multiply ours.
+"""An OpenAI-compatible provider over plain HTTP (httpx), so no SDK's own retries multiply ours.
 
-Models named `gpt-5*` go through the Responses API, every other model through Chat
-Completions, which any OpenAI-compatible server (Ollama, vLLM) speaks.
+Routing, by model name (case-insensitive):
+- `gpt-5*` reasoning models → the Responses API, with `reasoning.effort` and `text.verbosity`;
+- `gpt-5-chat*` (not a reasoning model; OpenAI documents Chat Completions parameters for it, without
+  `reasoning`) → Chat Completions, like any other model;
+- o-series (`o1`, `o3`, `o4-mini`, ...) → Chat Completions with `reasoning_effort`;
+- every other model → Chat Completions, which any compatible server (Ollama, vLLM) speaks, with
+  `temperature` and `seed`, which reasoning models refuse.
+Chat Completions limits the output with `max_completion_tokens` (`max_tokens` is deprecated and
+refused for o-series), or `max_tokens` when LLM_CHAT_MAX_TOKENS_PARAM says the server needs it.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 import httpx
+from pydantic import BaseModel
 
 from tg_parser.core.settings import LLMSettings, RetrySettings
-from tg_parser.llm.base_client import BaseLLMClient
-from tg_parser.llm.retry import ProviderError, parse_retry_after
+from tg_parser.llm.base_client import BaseLLMClient, LLMRequest, ProviderReply
+from tg_parser.llm.errors import LLMConnectionError, LLMHTTPError, LLMMalformedReply
+from tg_parser.llm.replies import read_chat, read_responses
+from tg_parser.llm.retry import parse_retry_after
 
 QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"})
+Family = Literal["gpt-5", "o-series", "other"]
+
+
+def model_family(model: str) -> Family:
+    """Which parameters a model takes: OpenAI's reasoning families, or everything else."""
+    name = model.lower()
+    if name.startswith("gpt-5") and not name.startswith("gpt-5-chat"):
+        return "gpt-5"
+    if re.match(r"o\d", name):
+        return "o-series"
+    return "other"
 
 
 class OpenAICompatibleClient(BaseLLMClient):
     def __init__(self, llm: LLMSettings, retry: RetrySettings | None = None, **injected):
-        super().__init__(retry, **injected)
-        self.llm = llm
-        key = llm.api_key.get_secret_value() if llm.api_key else ""
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=llm.base_url.rstrip("/") + "/", timeout=llm.timeout, headers=headers)
-
-    def close(self) -> None:
-        self._http.close()
+        super().__init__(llm, retry, **injected)
+        self.family = model_family(llm.model)
+        self._http: httpx.AsyncClient | None = None
 
     @property
-    def uses_responses_api(self) -> bool:
-        return self.llm.model.startswith("gpt-5")
+    def api(self) -> Literal["responses", "chat"]:
+        return "responses" if self.family == "gpt-5" else "chat"
 
-    def _send(self, prompt: str, instructions: str, max_output_tokens: int | None) -> tuple[str, str]:
-        if self.uses_responses_api:
-            body = {
-                "model": self.llm.model,
-                "input": prompt,
-                "reasoning": {"effort": self.llm.reasoning_effort},
-                "text": {"verbosity": self.llm.verbosity},
-            }
-            if instructions:
-                body["instructions"] = instructions
-            if max_output_tokens:
-                body["max_output_tokens"] = max_output_tokens
-            data = self._post("responses", body)
-            return _responses_text(data), data.get("model", self.llm.model)
-        messages = ([{"role": "system", "content": instructions}] if instructions else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        body = {"model": self.llm.model, "messages": messages}
-        if max_output_tokens:
-            body["max_tokens"] = max_output_tokens
-        data = self._post("chat/completions", body)
-        try:
-            text = data["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise ProviderError("reply has no choices[0].message.content", status=502) from None
-        return text, data.get("model", self.llm.model)
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        await super().aclose()
 
-    def _post(self, path: str, body: dict) -> dict:
+    async def _send(self, request: LLMRequest) -> ProviderReply:
+        if self.api == "responses":
+            status, data = await self._post("responses", self._responses_body(request))
+            return read_responses(data, status, self.llm.model)
+        status, data = await self._post("chat/completions", self._chat_body(request))
+        return read_chat(data, status, self.llm.model)
+
+    def _responses_body(self, request: LLMRequest) -> dict:
+        text: dict = {"verbosity": self.llm.verbosity}
+        if request.output_type is not None:
+            text["format"] = {"type": "json_schema", **_json_schema(request.output_type)}
+        body = {
+            "model": self.llm.model,
+            "input": request.prompt,
+            "reasoning": {"effort": self.llm.reasoning_effort},
+            "text": text,
+        }
+        if request.instructions:
+            body["instructions"] = request.instructions
+        if request.max_output_tokens is not None:
+            body["max_output_tokens"] = request.max_output_tokens
+        return body
+
+    def _chat_body(self, request: LLMRequest) -> dict:
+        system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+        body: dict = {"model": self.llm.model, "messages": [*system, {"role": "user", "content": request.prompt}]}
+        if self.family == "o-series":
+            body["reasoning_effort"] = self.llm.reasoning_effort
+        else:
+            body["temperature"] = self.llm.temperature
+            if self.llm.seed is not None:
+                body["seed"] = self.llm.seed
+        if request.max_output_tokens is not None:
+            body[self.llm.chat_max_tokens_param] = request.max_output_tokens
+        if request.output_type is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": _json_schema(request.output_type)}
+        return body
+
+    async def _post(self, path: str, body: dict) -> tuple[int, object]:
         try:
-            response = self._http.post(path, json=body)
-        except httpx.TimeoutException as error:
-            raise ProviderError(f"timed out after {self.llm.timeout:g} s ({type(error).__name__})") from error
-        except httpx.TransportError as error:
-            raise ProviderError(f"connection failed: {error}") from error
-        if response.is_success:
-            try:
-                return response.json()
-            except ValueError:
-                raise ProviderError("reply is not JSON", status=502) from None
-        error = _error_body(response)
-        code = str(error.get("code") or error.get("type") or "")
-        raise ProviderError(
-            error.get("message") or response.reason_phrase or "error",
-            status=response.status_code,
-            retry_after=parse_retry_after(response.headers),
-            quota_exhausted=response.status_code == 429 and code in QUOTA_CODES,
-        )
+            response = await self._client().post(path, json=body)
+        except httpx.RequestError as error:  # refused, reset (also mid-body), protocol errors
+            raise LLMConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
+        if not response.is_success:
+            raise _http_error(response)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise LLMMalformedReply("the body is not JSON", status=response.status_code) from None
+
+    def _client(self) -> httpx.AsyncClient:
+        """Made on first use, so it belongs to the event loop that uses it; closed by `aclose`."""
+        if self._http is None:
+            key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
+            self._http = httpx.AsyncClient(
+                base_url=self.llm.base_url.rstrip("/") + "/",
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+                timeout=None,  # the base client bounds each whole request; httpx would bound each read
+                limits=httpx.Limits(
+                    max_connections=self.llm.max_concurrency, max_keepalive_connections=self.llm.max_concurrency
+                ),
+            )
+        return self._http
+
+
+def _json_schema(output_type: type[BaseModel]) -> dict:
+    """OpenAI's strict structured output: the model must forbid extra fields and require every field."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", output_type.__name__)[:64]
+    return {"name": name, "schema": output_type.model_json_schema(), "strict": True}
+
+
+def _http_error(response: httpx.Response) -> LLMHTTPError:
+    error = _error_body(response)
+    code = str(error.get("code") or error.get("type") or "")
+    verdict = response.headers.get("x-should-retry", "").lower()
+    return LLMHTTPError(
+        str(error.get("message") or response.reason_phrase or "error"),
+        status=response.status_code,
+        retry_after=parse_retry_after(response.headers),
+        should_retry={"true": True, "false": False}.get(verdict),
+        quota_exhausted=response.status_code == 429 and code in QUOTA_CODES,
+    )
 
 
 def _error_body(response: httpx.Response) -> dict:
@@ -84,18 +144,6 @@ def _error_body(response: httpx.Response) -> dict:
         error = response.json().get("error")
     except (ValueError, AttributeError):
         return {}
+    if error is None:
+        return {}
     return error if isinstance(error, dict) else {"message": str(error)}
-
-
-def _responses_text(data: dict) -> str:
-    """The reply of the Responses API: the `output_text` parts of the `message` items of `output`."""
-    parts = [
-        content.get("text", "")
-        for item in data.get("output", [])
-        if item.get("type") == "message"
-        for content in item.get("content", [])
-        if content.get("type") == "output_text"
-    ]
-    if not parts:
-        raise ProviderError("reply has no output_text in its output", status=502)
-    return "".join(parts)

@@ -1,78 +1,26 @@
-"""The one retry policy every LLM call goes through.
+"""The one retry policy every LLM call goes through: what to retry, how long to wait, when to stop.
 
-What to retry, how long to wait and when to give up, following what openai-python,
-anthropic-sdk-python, tenacity, urllib3 and botocore agree on:
-- retry connection errors, timeouts, 408, 429 and 5xx; never other 4xx, nor a 429 that says
-  the quota is exhausted (it cannot succeed on retry);
+Following what openai-python, anthropic-sdk-python, tenacity, urllib3 and botocore agree on:
+- retry what can succeed on retry (see `LLMRequestFailed.retryable`): connection errors,
+  timeouts, 408, 409, 429 and 5xx, or whatever the server's `x-should-retry` says; never a
+  finished generation (incomplete, refused, malformed, invalid) unless the caller asks;
 - wait `min(backoff_max, backoff_base * 2**(n-1))` before retry n, jittered inside that cap;
-- never earlier than the server's `Retry-After`; give up at once if it asks for more than
-  `server_wait_max`;
+- wait exactly what the server's `Retry-After` asks, when it asks for more than 0 (as OpenAI's
+  SDK does); give up at once if it asks for more than `server_wait_max`;
 - give up before a sleep that would cross `total_timeout`.
-Sleep, clock and random source are injected, so tests are exact and instant.
+The client applies it (tg_parser.llm.base_client); the random source is injected, so tests are exact.
 """
 
 from __future__ import annotations
 
-import logging
-import random as random_module
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Literal
 
 from tg_parser.core.settings import RetrySettings
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-RETRYABLE_STATUS = frozenset({408, 429})
-
-
-class ProviderError(Exception):
-    """One failed attempt, as the provider saw it: an HTTP status, or none for a transport error."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        quota_exhausted: bool = False,
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-        self.quota_exhausted = quota_exhausted
-
-    @property
-    def retryable(self) -> bool:
-        if self.status is None:
-            return True  # connection error or timeout
-        if self.quota_exhausted:
-            return False
-        return self.status in RETRYABLE_STATUS or 500 <= self.status <= 599
-
-
-@dataclass(frozen=True)
-class Attempt:
-    number: int
-    outcome: str
-    """`HTTP 503: ...` or the transport error."""
-    delay: float | None
-    """Seconds slept after it (None for the last one)."""
-
-
-class LLMRequestFailed(Exception):
-    """The call failed for good; `attempts` records every try so the pipeline can store it."""
-
-    def __init__(self, message: str, attempts: list[Attempt], last: ProviderError, asked_delay: float | None = None):
-        super().__init__(message)
-        self.attempts = attempts
-        self.last = last
-        self.asked_delay = asked_delay
+from tg_parser.llm.errors import LLMRequestFailed
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -108,52 +56,41 @@ def backoff_delay(retry: RetrySettings, retry_number: int, random: Callable[[], 
     return cap * (1 - retry.jitter * random())
 
 
-def run_with_retry(
-    call: Callable[[], T],
+@dataclass(frozen=True)
+class Decision:
+    """Retry after `delay` seconds (and why that long), or give up (and why)."""
+
+    delay: float | None = None
+    delay_reason: Literal["retry-after", "backoff"] | None = None
+    give_up: str | None = None
+    asked_delay: float | None = None
+    """The server's Retry-After, when giving up because it asked for more than RETRY_SERVER_WAIT_MAX."""
+
+
+def decide(
+    error: LLMRequestFailed,
+    number: int,
     retry: RetrySettings,
     *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    random: Callable[[], float] = random_module.random,
-) -> tuple[T, list[Attempt]]:
-    """Run `call` until it succeeds or the policy gives up; return its result and the failed attempts."""
-    started = clock()
-    attempts: list[Attempt] = []
-    for number in range(1, retry.max_attempts + 1):
-        try:
-            return call(), attempts
-        except ProviderError as error:
-            outcome = f"HTTP {error.status}: {error.reason}" if error.status else error.reason
-            give_up = _why_give_up(error, number, retry)
-            delay = None
-            if give_up is None:
-                delay = max(backoff_delay(retry, number, random), error.retry_after or 0.0)
-                if clock() - started + delay > retry.total_timeout:
-                    give_up = (
-                        f"giving up: waiting {delay:.1f} s more would pass RETRY_TOTAL_TIMEOUT"
-                        f" ({retry.total_timeout:g} s)"
-                    )
-            if give_up is not None:
-                attempts.append(Attempt(number, outcome, None))
-                asked = error.retry_after if error.retry_after and error.retry_after > retry.server_wait_max else None
-                raise LLMRequestFailed(f"{outcome}; {give_up}", attempts, error, asked) from error
-            attempts.append(Attempt(number, outcome, delay))
-            log.warning(
-                "LLM request failed (attempt %d of %d): %s; retrying in %.2f s",
-                number, retry.max_attempts, outcome, delay,
-            )
-            sleep(delay)
-    raise AssertionError("unreachable: the last attempt either returns or raises")
-
-
-def _why_give_up(error: ProviderError, number: int, retry: RetrySettings) -> str | None:
-    if not error.retryable:
-        return "not retryable"
-    if error.retry_after is not None and error.retry_after > retry.server_wait_max:
-        return (
-            f"the server asked to wait {error.retry_after:g} s, more than RETRY_SERVER_WAIT_MAX"
-            f" ({retry.server_wait_max:g} s)"
-        )
+    retryable: bool,
+    time_left: float,
+    random: Callable[[], float],
+) -> Decision:
+    """What follows attempt `number`, which failed with `error`, with `time_left` before the deadline."""
+    if not retryable:
+        return Decision(give_up="not retryable")
+    asked = error.retry_after
+    if asked is not None and asked > retry.server_wait_max:
+        limit = f"RETRY_SERVER_WAIT_MAX ({retry.server_wait_max:g} s)"
+        return Decision(give_up=f"the server asked to wait {asked:g} s, more than {limit}", asked_delay=asked)
     if number >= retry.max_attempts:
-        return f"gave up after {number} attempt(s) (RETRY_MAX_ATTEMPTS={retry.max_attempts})"
-    return None
+        return Decision(give_up=f"gave up after {number} attempt(s) (RETRY_MAX_ATTEMPTS={retry.max_attempts})")
+    if asked:  # the server knows when it will have room; padding its answer only slows a batch down
+        delay, reason = asked, "retry-after"
+    else:
+        delay, reason = backoff_delay(retry, number, random), "backoff"
+    if delay > time_left:
+        return Decision(
+            give_up=f"waiting {delay:.2f} s more would pass RETRY_TOTAL_TIMEOUT ({retry.total_timeout:g} s)"
+        )
+    return Decision(delay, reason)
