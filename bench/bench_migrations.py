@@ -103,13 +103,13 @@ def bench_backup(work: Path, raw: Path, repeat: int) -> tuple[float, float, floa
     """
     ours, cp, cp_sync = [], [], []
     copy = work / "cp-copy.sqlite"
-    backup.take("raw", "warm-up", raw, work / "backups").path.unlink()  # untimed: a file just written
+    backup.take("raw", "warm-up", "upgrade", raw, work / "backups").path.unlink()  # untimed: a file just written
     subprocess.run(["cp", str(raw), str(copy)], check=True)  # copies slowly at first, for both sides
     copy.unlink()
     for _ in range(repeat):
         os.sync()
         started = time.perf_counter()
-        made = backup.take("raw", "bench", raw, work / "backups")
+        made = backup.take("raw", "bench", "upgrade", raw, work / "backups")
         ours.append(time.perf_counter() - started)
         made.path.unlink()
         os.sync()
