@@ -79,7 +79,7 @@ def _unknown_revision(path):
         (_extra_column, "table raw_messages: column views: not expected"),
         (_missing_index, "table raw_messages: index raw_messages_thread_idx: missing"),
         (_garbage, "is not a SQLite database"),
-        (_unknown_revision, "database is newer than this tg-parser (revision raw_9999)"),
+        (_unknown_revision, "database is newer than this tg-parser (unknown revision raw_9999)"),
     ],
     ids=["extra-column", "missing-index", "garbage", "unknown-revision"],
 )

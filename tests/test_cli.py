@@ -125,7 +125,7 @@ def test_database_at_a_revision_this_code_does_not_know_is_refused(data_dir):
     before = digests(data_dir)
     result = run_cli("db", "upgrade")
     assert result.exit_code == 3
-    assert "newer than this tg-parser (revision raw_9999)" in result.output
+    assert "newer than this tg-parser (unknown revision raw_9999)" in result.output
     assert digests(data_dir) == before
 
 

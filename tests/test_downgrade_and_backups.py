@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from tg_parser.storage.databases import get_database
 from tests.conftest import LEGACY, add_revision, content_checksums, file_digest, run_cli, tg_parser_run, version_rows
 
 ADD_TABLE = '''
@@ -77,7 +78,8 @@ def test_restore_puts_back_exactly_the_original_content(legacy_copy):
     assert content_checksums(legacy_copy / "raw_storage.sqlite") == original
     assert "the replaced database was backed up to" in result.output
     current = json.loads(run_cli("db", "current", "--only", "raw", "--json").output)
-    assert current[0]["current"] == []
+    assert current["databases"][0]["current"] == []
+    assert current["databases"][0]["state"] == "no version table: adopted by the next upgrade"
 
 
 def test_restore_refuses_a_missing_or_garbage_backup(legacy_copy):
@@ -94,12 +96,13 @@ def test_restore_refuses_a_missing_or_garbage_backup(legacy_copy):
 def test_history_json_and_heads(data_dir):
     run_cli("db", "upgrade", "--only", "raw")
     history = json.loads(run_cli("db", "history", "--json").output)
-    raw = next(entry for entry in history if entry["name"] == "raw")
+    raw = next(entry for entry in history["databases"] if entry["name"] == "raw")
     assert raw["revisions"] == [
         {
             "revision": "raw_0001",
             "down_revision": None,
             "description": raw["revisions"][0]["description"],
+            "path": str(get_database("raw").migrations_dir / "versions" / "raw_0001_baseline.py"),
             "head": True,
             "current": True,
         }

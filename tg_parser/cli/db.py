@@ -109,19 +109,20 @@ def current(settings, only, as_json: bool) -> None:
 @db.command()
 @only_option
 @json_option
+@click.option("-v", "--verbose", is_flag=True, help="Also each revision's parent, file and full description.")
 @click.pass_obj
-def history(settings, only, as_json: bool) -> None:
+def history(settings, only, as_json: bool, verbose: bool) -> None:
     """List each project's revisions, newest first, marking head and current."""
-    render.history(selected_targets(settings, only), as_json)
+    render.history(selected_targets(settings, only), as_json, verbose)
 
 
 @db.command()
 @only_option
+@json_option
 @click.pass_obj
-def heads(settings, only) -> None:
+def heads(settings, only, as_json: bool) -> None:
     """Show each project's head revision(s)."""
-    for target in selected_targets(settings, only):
-        click.echo(f"{target.name:<{render.NAME_WIDTH}} {', '.join(target.heads())}")
+    render.heads(selected_targets(settings, only), as_json)
 
 
 @db.command()
@@ -134,6 +135,8 @@ def check(settings, only, as_json: bool) -> None:
 
     results = [check_target(t) for t in selected_targets(settings, only)]
     render.check(results, as_json)
+    if any(r.refused for r in results):
+        sys.exit(render.EXIT_REFUSED)
     sys.exit(0 if all(r.ok for r in results) else render.EXIT_FAILED)
 
 
@@ -197,10 +200,11 @@ def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
 
 @db.command()
 @only_option
+@json_option
 @click.pass_obj
-def backups(settings, only) -> None:
-    """List the backups in <data dir>/backups, newest first."""
-    render.backups(settings.backups_dir, [t.name for t in selected_targets(settings, only)])
+def backups(settings, only, as_json: bool) -> None:
+    """List the backups in <data dir>/backups, newest first, with size and reason."""
+    render.backups(settings.backups_dir, selected_targets(settings, only), as_json)
 
 
 @db.command()

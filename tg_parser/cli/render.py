@@ -181,88 +181,111 @@ def upgrade_sql(target: Target, revision: str) -> None:
     write_upgrade_sql(target, revision, sys.stdout)
 
 
-def _state(target: Target) -> dict:
-    exists = target.exists()
-    current = guarded(target.current) if exists else ()
-    heads = target.heads()
-    return {
-        "name": target.name,
-        "location": target.location,
-        "exists": exists,
-        "current": list(current),
-        "heads": list(heads),
-        "at_head": exists and set(current) == set(heads),
-    }
+def print_json(entries: list[dict], **extra) -> None:
+    """Every `--json` output has one shape: an object whose `databases` list holds one entry per
+    database, each with the keys of `Status.as_json` plus the command's own."""
+    click.echo(json.dumps({**extra, "databases": entries}, indent=2, default=str))
+
+
+def statuses(targets: list[Target]):
+    from tg_parser.migrate.status import status
+
+    return [status(t) for t in targets]
+
+
+def exit_if_unreadable(found) -> None:
+    """Every database has been shown; one that could not be read still makes the command fail."""
+    if any(s.state == "unreadable" for s in found):
+        sys.exit(EXIT_REFUSED)
 
 
 def current(targets: list[Target], as_json: bool) -> None:
-    states = [_state(t) for t in targets]
+    from tg_parser.migrate.status import describe
+
+    found = statuses(targets)
     if as_json:
-        click.echo(json.dumps(states, indent=2))
-        return
-    for s in states:
-        if not s["exists"]:
-            text = "(no file yet)"
-        else:
-            text = _revisions(s["current"]) + (" (head)" if s["at_head"] else " (behind head)")
-        click.echo(f"{s['name']:<{NAME_WIDTH}} {text:<28} {s['location']}")
+        print_json([s.as_json() for s in found])
+    else:
+        for s in found:
+            click.echo(f"{s.name:<{NAME_WIDTH}} {describe(s):<28} {s.location}")
+    exit_if_unreadable(found)
 
 
-def history(targets: list[Target], as_json: bool) -> None:
-    data = []
-    for target in targets:
-        state = _state(target)
+def history(targets: list[Target], as_json: bool, verbose: bool) -> None:
+    found = statuses(targets)
+    entries = []
+    for target, state in zip(targets, found):
         revisions = [
             {
                 "revision": script.revision,
                 "down_revision": script.down_revision,
                 "description": script.doc,
-                "head": script.revision in state["heads"],
-                "current": script.revision in state["current"],
+                "path": script.path,
+                "head": script.revision in state.heads,
+                "current": script.revision in state.current,
             }
             for script in target.script.walk_revisions()
         ]
-        data.append({"name": target.name, "location": target.location, "revisions": revisions})
+        entries.append({**state.as_json(), "revisions": revisions})
     if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for entry in data:
-        click.echo(f"{entry['name']:<{NAME_WIDTH}} {entry['location']}")
-        for rev in entry["revisions"]:
-            marks = [m for m in ("head", "current") if rev[m]]
-            suffix = f" ({', '.join(marks)})" if marks else ""
-            click.echo(f"  {rev['revision']}{suffix}  {rev['description']}")
+        print_json(entries)
+    else:
+        for entry, target in zip(entries, targets):
+            click.echo(f"{entry['name']:<{NAME_WIDTH}} {entry['location']}")
+            for rev in entry["revisions"]:
+                marks = [m for m in ("head", "current") if rev[m]]
+                suffix = f" ({', '.join(marks)})" if marks else ""
+                click.echo(f"  {rev['revision']}{suffix}  {rev['description']}")
+                if verbose:
+                    script = target.script.get_revision(rev["revision"])
+                    click.echo(f"      revises {rev['down_revision'] or '(base)'}; file {rev['path']}")
+                    for line in (script.longdoc or "").splitlines()[1:]:
+                        click.echo(f"      {line}".rstrip())
+    exit_if_unreadable(found)
+
+
+def heads(targets: list[Target], as_json: bool) -> None:
+    found = statuses(targets)
+    if as_json:
+        print_json([s.as_json() for s in found])
+    else:
+        for s in found:
+            click.echo(f"{s.name:<{NAME_WIDTH}} {', '.join(s.heads)}")
 
 
 def check(results: list, as_json: bool) -> None:
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": all(r.ok for r in results),
-                    "databases": [{**vars(r), "ok": r.ok} for r in results],
-                },
-                indent=2,
-            )
-        )
+        print_json([r.as_json() for r in results], ok=all(r.ok for r in results))
         return
     for result in results:
         verdict = "ok" if result.ok else "FAILED"
-        click.echo(f"{result.name:<{NAME_WIDTH}} {verdict:<7} {result.location}")
+        click.echo(f"{result.status.name:<{NAME_WIDTH}} {verdict:<7} {result.status.location}")
         for problem in result.problems:
             click.echo(f"  {problem}")
     failed = sum(not r.ok for r in results)
     click.echo("All checks passed." if not failed else f"{failed} database(s) failed the check.")
 
 
-def backups(directory: Path, names: list[str]) -> None:
+def backups(directory: Path, targets: list[Target], as_json: bool) -> None:
     from tg_parser.migrate import backup
 
-    found = [b for b in backup.list_backups(directory) if b.db in names]
-    if not found:
+    found = backup.list_backups(directory)
+    if as_json:
+        print_json([
+            {**s.as_json(), "backups": [
+                {"file": b.path.name, "path": str(b.path), "revision": b.revision, "taken_at": b.taken_at.isoformat(),
+                 "bytes": b.size, "reason": b.reason, "sha256": b.sha256}
+                for b in found if b.db == s.name
+            ]}
+            for s in statuses(targets)
+        ])
+        return
+    names = {t.name for t in targets}
+    shown = [b for b in found if b.db in names]
+    if not shown:
         click.echo(f"No backups in {directory}.")
         return
-    for b in found:
+    for b in shown:
         taken = b.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         reason = b.reason or "(no manifest)"
         click.echo(

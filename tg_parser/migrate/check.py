@@ -11,41 +11,45 @@ from dataclasses import dataclass, field
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tg_parser.migrate.errors import Unreadable
+from tg_parser.migrate.status import AT_HEAD, NO_FILE, Status, status
 from tg_parser.migrate.target import Target
 from tg_parser.storage.schema_compare import compare, expected_snapshot, snapshot
 
 
 @dataclass
 class CheckResult:
-    name: str
-    location: str
-    current: list[str] = field(default_factory=list)
-    heads: list[str] = field(default_factory=list)
+    status: Status
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def refused(self) -> bool:
+        """The database cannot be checked at all: unreadable, or newer than this tg-parser."""
+        return self.status.problem is not None
+
+    def as_json(self) -> dict:
+        return {**self.status.as_json(), "ok": self.ok, "problems": self.problems}
+
 
 def check(target: Target) -> CheckResult:
-    result = CheckResult(target.name, target.location, heads=list(target.heads()))
-    if len(result.heads) != 1:
+    found = status(target)
+    result = CheckResult(found)
+    if len(found.heads) != 1:
         result.problems.append(
-            f"{len(result.heads)} heads ({', '.join(result.heads)}): merge them (alembic merge) into one"
+            f"{len(found.heads)} heads ({', '.join(found.heads)}): merge them (tg-parser db merge --only {target.name})"
         )
-    if not target.exists():
+    if found.problem is not None:
+        result.problems.append(found.problem)
+        return result
+    if found.state == NO_FILE:
         result.problems.append("database does not exist yet (run tg-parser init)")
         return result
-    try:
-        result.current = list(target.current())
-    except Unreadable as error:
-        result.problems.append(str(error))
-        return result
-    if set(result.current) != set(result.heads):
+    if found.state != AT_HEAD:
         result.problems.append(
-            f"at {', '.join(result.current) or '(no revision)'}, not at head {', '.join(result.heads)}"
+            f"at {', '.join(found.current) or '(no revision)'}, not at head {', '.join(found.heads)}"
             " (run tg-parser db upgrade)"
         )
         return result
@@ -58,11 +62,39 @@ def check(target: Target) -> CheckResult:
         diffs = compare_metadata(context, db.metadata)
         if connection.dialect.name != "sqlite":
             diffs = [diff for diff in diffs if not _primary_key_not_null(diff, db)]
-        result.problems += [f"autogenerate: {diff}" for diff in diffs]
-        found = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
+        found_schema = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
         expected = expected_snapshot(db.metadata, connection)
-        result.problems += [f"schema: {p}" for p in compare(expected, found)]
+        reflected = compare(expected, found_schema)
+    result.problems += reflected
+    result.problems += [line for line in map(describe_diff, diffs) if not _said(line, reflected)]
     return result
+
+
+def describe_diff(diff) -> str:
+    """One of autogenerate's differences as a readable line: what, where, and which way it differs."""
+    if isinstance(diff, list):  # column modifications come as a list of tuples
+        return "; ".join(describe_diff(item) for item in diff)
+    kind = diff[0]
+    if kind in ("add_table", "remove_table"):
+        where = "missing from the database" if kind == "add_table" else "not in the schema code"
+        return f"table {diff[1].name}: {where}"
+    if kind in ("add_column", "remove_column"):
+        where = "missing from the database" if kind == "add_column" else "not in the schema code"
+        return f"table {diff[2]}: column {diff[3].name}: {where}"
+    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint"):
+        what = "index" if "index" in kind else "constraint"
+        where = "missing from the database" if kind.startswith("add") else "not in the schema code"
+        return f"table {diff[1].table.name}: {what} {diff[1].name}: {where}"
+    if kind.startswith("modify_"):
+        _kind, _schema, table, column, _existing, database, code = diff
+        return f"table {table}: column {column}: {kind.removeprefix('modify_')} is {database!r} in the database, {code!r} in the schema code"
+    return " ".join(str(part) for part in diff)
+
+
+def _said(line: str, reflected: list[str]) -> bool:
+    """The reflected comparison already named this table and object: say it once."""
+    head = ": ".join(line.split(": ")[:2])
+    return any(problem.startswith(head) for problem in reflected)
 
 
 def _primary_key_not_null(diff, db) -> bool:

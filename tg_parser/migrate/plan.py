@@ -64,10 +64,9 @@ def plan_database(target: Target, connection: Connection, upgrade: bool, revisio
         before = target.current(connection)
     except Unreadable as error:
         raise Refused([f"{target.name}: {error}"]) from error
-    known = {script.revision for script in target.script.walk_revisions()}
-    unknown = [rev for rev in before if rev not in known]
+    unknown = target.unknown_revisions(before)
     if unknown:
-        raise Refused([f"{target.name}: database is newer than this tg-parser (revision {', '.join(unknown)})"])
+        raise Refused([f"{target.name}: database is newer than this tg-parser (unknown revision {', '.join(unknown)})"])
     plan = DatabasePlan(target, before)
     start = before
     if upgrade and not before and target.holds_data():

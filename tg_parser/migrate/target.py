@@ -57,6 +57,11 @@ class Target:
     def heads(self) -> tuple[str, ...]:
         return tuple(self.script.get_heads())
 
+    def unknown_revisions(self, revisions) -> list[str]:
+        """Those of `revisions` this project does not have: the database is newer than this code."""
+        known = {script.revision for script in self.script.walk_revisions()}
+        return [revision for revision in revisions if revision not in known]
+
     @property
     def identity(self) -> tuple:
         """Equal for two targets that are one database: a file by device and inode, a server by URL."""

@@ -48,7 +48,7 @@ class Database:
         spec = importlib.util.find_spec(self.project)
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError(f"the Alembic project {self.project}/ is not installed")
-        return Path(next(iter(spec.submodule_search_locations)))
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
 
     @property
     def alembic_ini(self) -> Path:
