@@ -19,16 +19,30 @@ only_option = click.option(
     type=click.Choice(NAMES),
     help="Act on this database only (repeatable). Default: all three.",
 )
+one_database = click.option(
+    "--only", "only", multiple=True, type=click.Choice(NAMES), help="The database to act on (exactly one)."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 yes_option = click.option("--yes", is_flag=True, help="Confirm without asking.")
 no_backup_option = click.option("--no-backup", is_flag=True, help="Do not back up SQLite files first.")
+plan_option = click.option(
+    "--plan", "show_plan", is_flag=True, help="Print what would run, per database, and change nothing."
+)
+# "-1" is a revision, not an option: let it through as the REVISION argument.
+takes_relative_revisions = {"ignore_unknown_options": True}
 
 
 def selected_targets(settings, only) -> list[Target]:
     return [Target.from_settings(db, settings) for db in select(only)]
 
 
-def options(settings, *, no_backup: bool = False, yes: bool = False):
+def single_target(settings, only) -> Target:
+    if len(only) != 1:
+        raise click.UsageError(f"give exactly one --only ({', '.join(NAMES)}); got {len(only)}")
+    return Target.from_settings(get_database(only[0]), settings)
+
+
+def options(settings, *, no_backup: bool = False, yes: bool = False, question: str = "Downgrade anyway?"):
     from tg_parser.migrate.orchestrator import Options
 
     return Options(
@@ -36,7 +50,7 @@ def options(settings, *, no_backup: bool = False, yes: bool = False):
         backup_keep=settings.backup_keep,
         lock_timeout=settings.lock_timeout,
         backup=not no_backup,
-        confirm=lambda reasons: render.confirm(reasons, yes, "Downgrade anyway?"),
+        confirm=lambda reasons: render.confirm(reasons, yes, question),
         progress=render.progress,
         waiting=render.waiting,
         configured=selected_targets(settings, ()),
@@ -52,49 +66,82 @@ def _checked(targets: list[Target], revision: str) -> None:
         raise click.BadParameter(str(error), param_hint="REVISION") from None
 
 
+def _source_checkout(target: Target) -> None:
+    """New revisions belong in the source tree, never in an installed package."""
+    if {"site-packages", "dist-packages"} & set(target.db.migrations_dir.parts):
+        raise click.UsageError(
+            f"{target.db.migrations_dir} is inside an installed package: write revisions in a source checkout"
+            " of tg-parser (git clone, then pip install -e .)"
+        )
+
+
 @click.group()
 def db() -> None:
-    """Inspect and migrate the databases (ingestion, raw, processing)."""
+    """Inspect and migrate the three databases."""
 
 
-@db.command()
+@db.command(context_settings=takes_relative_revisions)
 @click.argument("revision", default="head")
 @only_option
 @no_backup_option
 @click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
+@plan_option
+@json_option
 @click.pass_obj
-def upgrade(settings, revision: str, only, no_backup: bool, sql: bool) -> None:
-    """Upgrade to REVISION (default: head), in the order ingestion, raw, processing.
+def upgrade(settings, revision: str, only, no_backup: bool, sql: bool, show_plan: bool, as_json: bool) -> None:
+    """Upgrade to REVISION (default: head).
 
-    Databases of releases 1.x-3.0.0 (tables but no version table) are adopted first.
+    Databases run in the order ingestion, raw, processing. Databases of releases 1.x-3.0.0 (tables but no version table) are adopted first. Every
+    database runs in one transaction, committed only when all succeeded.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
-    if sql:
+    _json_needs_plan(as_json, show_plan)
+    if show_plan:
+        _print_plan(settings, targets, revision, True, as_json)
+    elif sql:
         render.guarded(lambda: [render.upgrade_sql(t, revision) for t in targets])
-        return
-    from tg_parser.migrate.orchestrator import upgrade
+    else:
+        from tg_parser.migrate.orchestrator import upgrade as run_upgrade
 
-    render.run_migration(upgrade, targets, revision, options(settings, no_backup=no_backup))
+        render.run_migration(run_upgrade, targets, revision, options(settings, no_backup=no_backup))
 
 
-@db.command()
+@db.command(context_settings=takes_relative_revisions)
 @click.argument("revision", default="-1")
 @only_option
 @no_backup_option
 @yes_option
+@plan_option
+@json_option
 @click.pass_obj
-def downgrade(settings, revision: str, only, no_backup: bool, yes: bool) -> None:
-    """Downgrade to REVISION (default: one step back), in the order processing, raw, ingestion.
+def downgrade(settings, revision: str, only, no_backup: bool, yes: bool, show_plan: bool, as_json: bool) -> None:
+    """Downgrade to REVISION (default -1: one step back).
 
-    A downgrade to base, or one that drops a table or column holding data, needs --yes
+    Databases run in the order processing, raw, ingestion. A downgrade to base, or one that drops a table or column holding data, needs --yes
     or a confirmation at the terminal.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
-    from tg_parser.migrate.orchestrator import downgrade
+    _json_needs_plan(as_json, show_plan)
+    if show_plan:
+        _print_plan(settings, targets, revision, False, as_json)
+        return
+    from tg_parser.migrate.orchestrator import downgrade as run_downgrade
 
-    render.run_migration(downgrade, targets, revision, options(settings, no_backup=no_backup, yes=yes))
+    render.run_migration(run_downgrade, targets, revision, options(settings, no_backup=no_backup, yes=yes))
+
+
+def _json_needs_plan(as_json: bool, show_plan: bool) -> None:
+    if as_json and not show_plan:
+        raise click.UsageError("--json goes with --plan (a run prints its progress for people)")
+
+
+def _print_plan(settings, targets: list[Target], revision: str, upgrading: bool, as_json: bool) -> None:
+    from tg_parser.migrate.orchestrator import plan
+
+    configured = selected_targets(settings, ())
+    render.plan(render.guarded(lambda: plan(targets, revision, upgrading, configured)), as_json)
 
 
 @db.command()
@@ -112,7 +159,7 @@ def current(settings, only, as_json: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also each revision's parent, file and full description.")
 @click.pass_obj
 def history(settings, only, as_json: bool, verbose: bool) -> None:
-    """List each project's revisions, newest first, marking head and current."""
+    """List each project's revisions, newest first."""
     render.history(selected_targets(settings, only), as_json, verbose)
 
 
@@ -126,11 +173,39 @@ def heads(settings, only, as_json: bool) -> None:
 
 
 @db.command()
+@click.argument("revision")
+@only_option
+@click.pass_obj
+def show(settings, revision: str, only) -> None:
+    """Show one revision: its parent, file and description."""
+    targets = [t for t in selected_targets(settings, only) if _has_revision(t, revision)]
+    if not targets:
+        raise click.BadParameter(f"no project has revision {revision!r} (see tg-parser db history)", param_hint="REVISION")
+    for target in targets:
+        click.echo(f"{target.name:<{render.NAME_WIDTH}} {target.location}")
+        render.guarded(lambda: command.show(target.config(), revision))
+
+
+def _has_revision(target: Target, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return bool(target.script.get_revisions(revision))
+    except CommandError:
+        return False
+
+
+@db.command()
 @only_option
 @json_option
 @click.pass_obj
 def check(settings, only, as_json: bool) -> None:
-    """Exit 0 only if every project has one head, every database is at head, and no schema drifted."""
+    """The CI job: one head, at head, no schema drift.
+
+    Exits 0 only if every project has one head, every database is at head, and neither
+    autogenerate nor the reflected-schema comparison finds a difference; 1 if one of those
+    fails; 3 if a database cannot be checked (unreadable, or newer than this tg-parser).
+    """
     from tg_parser.migrate.check import check as check_target
 
     results = [check_target(t) for t in selected_targets(settings, only)]
@@ -141,23 +216,86 @@ def check(settings, only, as_json: bool) -> None:
 
 
 @db.command()
-@click.option("--only", "name", required=True, type=click.Choice(NAMES), help="The database to add it to.")
+@one_database
 @click.option("-m", "--message", required=True, help="What the revision does.")
 @click.option("--autogenerate", is_flag=True, help="Fill it from the difference between the schema code and the database.")
+@click.option("--empty", is_flag=True, help="With --autogenerate, write the revision even when nothing changed.")
 @click.pass_obj
-def revision(settings, name: str, message: str, autogenerate: bool) -> None:
-    """Write a new revision into one database's Alembic project."""
-    target = Target.from_settings(get_database(name), settings)
-    rev_id = f"{name}_{len(list(target.script.walk_revisions())) + 1:04d}"
+def revision(settings, only, message: str, autogenerate: bool, empty: bool) -> None:
+    """Write a new revision into one database's project."""
+    from tg_parser.migrate.status import AT_HEAD, describe, status
 
-    def write():
-        if not autogenerate:
-            return command.revision(target.config(), message=message, rev_id=rev_id)
-        with target.connect() as connection:
-            return command.revision(target.config(connection), message=message, autogenerate=True, rev_id=rev_id)
+    target = single_target(settings, only)
+    _source_checkout(target)
+    rev_id = _next_id(target)
+    if not autogenerate:
+        script = render.guarded(lambda: command.revision(target.config(), message=message, rev_id=rev_id))
+    else:
+        found = status(target)
+        if found.state != AT_HEAD:
+            click.echo(
+                f"refused: {target.name} is {describe(found)}; autogenerate compares the schema code with a"
+                f" database at head: run tg-parser db upgrade --only {target.name} first. Nothing was written.",
+                err=True,
+            )
+            sys.exit(render.EXIT_REFUSED)
 
-    script = render.guarded(write)
-    click.echo(f"{name:<{render.NAME_WIDTH}} wrote {script.path}")
+        def write():
+            with target.connect() as connection:
+                config = target.config(connection)
+                config.attributes["keep_empty"] = empty
+                return command.revision(config, message=message, autogenerate=True, rev_id=rev_id)
+
+        script = render.guarded(write)
+        if not script:
+            click.echo(f"{target.name:<{render.NAME_WIDTH}} No changes detected: nothing written (--empty writes one anyway).")
+            return
+    click.echo(f"{target.name:<{render.NAME_WIDTH}} wrote {script.path}")
+
+
+def _next_id(target: Target) -> str:
+    return f"{target.name}_{len(list(target.script.walk_revisions())) + 1:04d}"
+
+
+@db.command()
+@one_database
+@click.option("-m", "--message", required=True, help="What the merge joins.")
+@click.pass_obj
+def merge(settings, only, message: str) -> None:
+    """Join a project's heads into one with a merge revision."""
+    target = single_target(settings, only)
+    _source_checkout(target)
+    if len(target.heads()) < 2:
+        raise click.UsageError(f"{target.name} has one head ({', '.join(target.heads())}): nothing to merge")
+    script = render.guarded(lambda: command.merge(target.config(), "heads", message=message, rev_id=_next_id(target)))
+    click.echo(f"{target.name:<{render.NAME_WIDTH}} wrote {script.path} (merges {', '.join(script.down_revision)})")
+
+
+@db.command()
+@click.argument("revision")
+@one_database
+@click.option("--purge", is_flag=True, help="Delete the version table's rows first (for one that is wrong).")
+@yes_option
+@no_backup_option
+@click.pass_obj
+def stamp(settings, revision: str, only, purge: bool, yes: bool, no_backup: bool) -> None:
+    """Record REVISION as applied without running it.
+
+    For repairing a version table by hand. The database is locked and backed up first, and
+    the stamp needs --yes or a confirmation at the terminal.
+    """
+    from tg_parser.migrate.orchestrator import stamp as run_stamp
+
+    target = single_target(settings, only)
+    _checked([target], revision)
+    run = options(settings, no_backup=no_backup, yes=yes, question="Stamp anyway?")
+    outcome = render.guarded(lambda: run_stamp(target, revision, run, purge))
+    if outcome.backup:
+        click.echo(f"{target.name:<{render.NAME_WIDTH}} backed up to {outcome.backup.path}")
+    click.echo(
+        f"{target.name:<{render.NAME_WIDTH}} stamped {', '.join(outcome.after) or '(no revision)'}"
+        f" (was {', '.join(outcome.before) or 'no revision'}); nothing was run"
+    )
 
 
 @db.command()
@@ -166,14 +304,14 @@ def revision(settings, name: str, message: str, autogenerate: bool) -> None:
 @click.option("--allow-existing-rows", is_flag=True, help="Copy even if target tables already hold rows.")
 @click.pass_obj
 def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
-    """Copy every row into PostgreSQL and verify counts and checksums per table.
+    """Copy every row into PostgreSQL and verify each table.
 
-    The target is brought to head first; the source is only read.
+    The target is brought to head first; each source is read in one snapshot and only read.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from tg_parser.migrate.orchestrator import upgrade
+    from tg_parser.migrate.orchestrator import upgrade as run_upgrade
     from tg_parser.migrate.transfer import transfer as run_transfer
 
     try:
@@ -188,7 +326,7 @@ def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
         lambda: run_transfer(
             selected_targets(settings, only),
             url,
-            upgrade=lambda targets: upgrade(targets, "head", run_options, report=render.outcome),
+            upgrade=lambda targets: run_upgrade(targets, "head", run_options, report=render.outcome),
             lock_timeout=settings.lock_timeout,
             allow_existing_rows=allow_existing_rows,
             progress=render.row_progress,
@@ -203,7 +341,7 @@ def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
 @json_option
 @click.pass_obj
 def backups(settings, only, as_json: bool) -> None:
-    """List the backups in <data dir>/backups, newest first, with size and reason."""
+    """List the backups, newest first, with size and reason."""
     render.backups(settings.backups_dir, selected_targets(settings, only), as_json)
 
 
@@ -214,10 +352,11 @@ def backups(settings, only, as_json: bool) -> None:
 @no_backup_option
 @click.pass_obj
 def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: bool) -> None:
-    """Put back database NAME from BACKUP (default: its newest backup taken before an upgrade or downgrade).
+    """Put back database NAME from a checked backup.
 
-    The backup is checked first (its checksum, and that it belongs to NAME). The database as
-    it is now is copied first, unless --no-backup, under the same write lock as the restore.
+    BACKUP defaults to NAME's newest backup taken before an upgrade or downgrade. The backup
+    is checked first (its checksum, and that it belongs to NAME). The database as it is now
+    is copied first, unless --no-backup, under the same write lock as the restore.
     """
     from tg_parser.migrate.orchestrator import restore as restore_database
 

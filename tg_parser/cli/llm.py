@@ -17,7 +17,8 @@ def llm() -> None:
 
 
 @llm.command()
-@click.option("--prompt", default="Reply with the single word: pong", show_default=True)
+@click.option("--prompt", default="Reply with the single word: pong", show_default=True,
+              help="What to send (it is never logged or stored).")
 def ping(prompt: str) -> None:
     """Send one request with the configured settings; print the reply, model, attempts, tokens and time."""
     from tg_parser.llm.openai_compatible import OpenAICompatibleClient

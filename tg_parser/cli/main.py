@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,11 +26,20 @@ class TgParserGroup(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=TgParserGroup)
+EPILOG = """\b
+Settings come from the environment and from .env in the working folder
+(every variable: docs/configuration.md).
+Exit codes: 0 success or nothing to do; 1 failed, every database rolled back;
+2 usage or setting error; 3 refused for safety, nothing changed;
+4 final commits cut off, run again; 130/143 interrupted, rolled back."""
+
+
+@click.group(cls=TgParserGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tg-parser")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """TG_parser: collect Telegram channels, process them with LLMs, build a topic knowledge base."""
+    _warn_about_env_file(Path(".env"))
     ctx.obj = load_settings()
     load_retry_settings()  # a bad value in any setting stops every command, naming the variable
     load_llm_settings()
@@ -38,12 +49,38 @@ def cli(ctx: click.Context) -> None:
 @click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
 @click.pass_obj
 def init(settings, no_backup: bool) -> None:
-    """Create all three databases, or adopt and upgrade existing ones, to the newest schema."""
+    """Create or upgrade all three databases to head.
+
+    Databases of earlier releases are adopted; everything runs as in `tg-parser db upgrade`.
+    """
     from tg_parser.migrate.orchestrator import upgrade
 
     targets = selected_targets(settings, ())
     render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup))
 
 
+def _warn_about_env_file(path: Path) -> None:
+    """Name each line of .env that cannot be parsed, once (each settings class would warn again, unnamed)."""
+    if not path.is_file():
+        return
+    from dotenv.parser import parse_stream
+
+    with path.open() as stream:
+        bad = [binding.original.line for binding in parse_stream(stream) if binding.error]
+    for line in bad:  # the line itself is not shown: it may hold a secret
+        click.echo(f"warning: {path.absolute()} line {line} cannot be parsed and is ignored", err=True)
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+
+
 cli.add_command(db)
 cli.add_command(llm)
+
+
+def _with_epilog(command: click.Command) -> None:
+    """Every command's --help ends with where settings come from and what the exit codes mean."""
+    command.epilog = command.epilog or EPILOG
+    for sub in getattr(command, "commands", {}).values():
+        _with_epilog(sub)
+
+
+_with_epilog(cli)

@@ -244,6 +244,32 @@ def history(targets: list[Target], as_json: bool, verbose: bool) -> None:
     exit_if_unreadable(found)
 
 
+def plan(plans: list, as_json: bool) -> None:
+    """What a run would do to each database; nothing has been touched."""
+    if as_json:
+        found = {s.name: s for s in statuses([p.target for p in plans])}
+        print_json([
+            {**found[p.name].as_json(),
+             "adoption": {"baseline": p.adoption.baseline, "creates": list(p.adoption.missing_tables)} if p.adoption else None,
+             "steps": [{"revision": s.revision, "description": s.description, "upgrade": s.upgrade, "path": s.path,
+                        "destructive": s.destructive} for s in p.steps]}
+            for p in plans
+        ])
+        return
+    for p in plans:
+        click.echo(f"{p.name:<{NAME_WIDTH}} {p.target.location}")
+        if p.adoption:
+            created = f" (creating {', '.join(p.adoption.missing_tables)})" if p.adoption.missing_tables else ""
+            click.echo(f"  would adopt a pre-Alembic database as {p.adoption.baseline}{created}")
+        if not p.steps:
+            click.echo(f"  nothing to run (at {_revisions(p.before)})")
+        for step in p.steps:
+            click.echo(f"  would {'apply ' if step.upgrade else 'revert'} {step.revision}  {step.description}")
+            for reason in step.destructive:
+                click.echo(f"      DESTRUCTIVE: {reason}")
+    click.echo("Nothing was changed.")
+
+
 def heads(targets: list[Target], as_json: bool) -> None:
     found = statuses(targets)
     if as_json:

@@ -7,6 +7,7 @@ folders cannot touch two different files by accident.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -44,8 +45,7 @@ class _SettingsBase(BaseSettings):
     @model_validator(mode="after")
     def _resolve_locations(self):
         self.data_dir = self.data_dir.expanduser().absolute()
-        if self.data_dir.is_file():
-            raise ValueError(f"TG_PARSER_DATA_DIR: {self.data_dir} is a file, not a folder")
+        _refuse_file_in_the_way("TG_PARSER_DATA_DIR", self.data_dir, want_folder=True)
         for db in DATABASES:
             self._urls[db.name] = self._resolve(db)
         return self
@@ -55,20 +55,9 @@ class _SettingsBase(BaseSettings):
         url_text: str | None = getattr(self, f"{stem}_db_url")
         path: Path | None = getattr(self, f"{stem}_db_path")
         if url_text:
-            try:
-                url = make_url(url_text)
-            except ArgumentError:
-                raise ValueError(
-                    f"{db.setting_stem}_DB_URL: not a SQLAlchemy URL "
-                    "(expected e.g. sqlite:////abs/file.sqlite or postgresql+psycopg://user@host/db)"
-                ) from None
-            file = sqlite_file(url)
-            if file is not None:
-                url = url.set(database=str(file.expanduser().absolute()))
-            return url
+            return _checked_url(f"{db.setting_stem}_DB_URL", url_text)
         file = (path.expanduser() if path else self.data_dir / db.default_file).absolute()
-        if file.is_dir():
-            raise ValueError(f"{db.setting_stem}_DB_PATH: {file} is a folder, not a file")
+        _refuse_file_in_the_way(f"{db.setting_stem}_DB_PATH" if path else "TG_PARSER_DATA_DIR", file)
         return URL.create("sqlite", database=str(file))
 
     @property
@@ -86,6 +75,45 @@ class _SettingsBase(BaseSettings):
         """What to show people: the file, or the URL with its password masked."""
         file = self.sqlite_file(db)
         return str(file) if file else self.url(db).render_as_string(hide_password=True)
+
+
+ALLOWED_URLS = "sqlite:////absolute/file.sqlite or postgresql+psycopg://user:password@host/database"
+
+
+def _checked_url(variable: str, text: str) -> URL:
+    """A URL this tool can open, made absolute; anything else is named in one line, password masked."""
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(f"{variable}: not a database URL (allowed: {ALLOWED_URLS})") from None
+    shown = url.render_as_string(hide_password=True)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        file = sqlite_file(url)
+        if file is None:
+            raise ValueError(f"{variable}: {shown} is an in-memory database, gone when the command ends"
+                             f" (allowed: {ALLOWED_URLS})")
+        file = file.expanduser().absolute()
+        _refuse_file_in_the_way(variable, file)
+        return url.set(database=str(file))
+    if backend != "postgresql":
+        raise ValueError(f"{variable}: {shown} is a {backend} database; allowed: {ALLOWED_URLS}")
+    if url.get_driver_name() not in ("psycopg", "psycopg2"):
+        url = url.set(drivername="postgresql+psycopg")
+    driver = "psycopg2" if url.get_driver_name() == "psycopg2" else "psycopg"
+    if importlib.util.find_spec(driver) is None:
+        raise ValueError(f"{variable}: the PostgreSQL driver {driver} is not installed"
+                         " (python -m pip install 'tg-parser[postgres]')")
+    return url
+
+
+def _refuse_file_in_the_way(variable: str, path: Path, want_folder: bool = False) -> None:
+    """A database path that is a folder, or any path with a file where a folder must be."""
+    if not want_folder and path.is_dir():
+        raise ValueError(f"{variable}: {path} is a folder, not a database file")
+    for parent in (path, *path.parents) if want_folder else path.parents:
+        if parent.is_file():
+            raise ValueError(f"{variable}: {parent} is a file, not a folder, so {path} cannot exist")
 
 
 def _location_fields() -> dict:

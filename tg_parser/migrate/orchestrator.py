@@ -82,7 +82,8 @@ def _in_order(targets: Sequence[Target]) -> list[Target]:
 
 def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Options, report) -> list[Outcome]:
     refuse_unsafe_files(targets, options.backups_dir if options.backup else None, options.configured)
-    confirmed = _confirm(_plan_all(targets, None, upgrading, revision), options)
+    preview = _plan_all(targets, None, upgrading, revision)
+    confirmed = set() if upgrading else _confirm(preview, options)
     outcomes = {t.name: Outcome(t.name, t.location, ()) for t in targets}
     working: set[str] = set()
     running = targets[0].name
@@ -96,7 +97,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                     outcomes[plan.name].status = "unchanged"
                     if plan.needs_work:
                         working.add(plan.name)
-                unconfirmed = [r for p in plans for r in p.destructive if r not in confirmed]
+                unconfirmed = [r for p in plans if not upgrading for r in p.destructive if r not in confirmed]
                 if unconfirmed:
                     raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
                 if not any(p.needs_work for p in plans):
@@ -179,19 +180,21 @@ def _unwritable(file: Path) -> list[str]:
     return []
 
 
-def _plan_all(targets: list[Target], transactions: HeldTransactions | None, upgrading: bool, revision: str):
+def _plan_all(
+    targets: list[Target], transactions: HeldTransactions | None, upgrading: bool, revision: str, rehearse: bool = False
+):
     """Plan every database, gathering every refusal before raising (usage problems first)."""
     plans, refusals, usage = [], [], []
     for target in targets:
         try:
             if transactions is not None:
-                plans.append(plan_database(target, transactions.connection(target), upgrading, revision))
+                plans.append(plan_database(target, transactions.connection(target), upgrading, revision, rehearse))
             elif not target.exists():
-                plans.append(plan_database(target, None, upgrading, revision))
+                plans.append(plan_database(target, None, upgrading, revision, rehearse))
             else:
                 target.current()  # checks first that a file is a SQLite database at all
                 with target.connect() as connection:
-                    plans.append(plan_database(target, connection, upgrading, revision))
+                    plans.append(plan_database(target, connection, upgrading, revision, rehearse))
         except Refused as refusal:
             refusals += refusal.problems
         except Unreadable as error:
@@ -242,20 +245,22 @@ def _refuse_without_space(plans: list[DatabasePlan], options: Options) -> None:
 
 
 def _backup(plan: DatabasePlan, transactions: HeldTransactions, outcome: Outcome, options: Options, reason: str):
-    file = plan.target.sqlite_file
-    if file is None or not plan.needs_work or not plan.target.holds_data():
-        return
-    connection = transactions.connection(plan.target)
+    if plan.target.sqlite_file is not None and plan.needs_work and plan.target.holds_data():
+        connection = transactions.connection(plan.target)
+        outcome.backup = _take_backup(plan.target, plan.before, connection, options, reason)
+
+
+def _take_backup(target: Target, before: tuple[str, ...], connection, options: Options, reason: str) -> backup.Backup:
+    """Back up a SQLite database whose write lock `connection`'s transaction holds."""
+    file = target.sqlite_file
     wal = connection.exec_driver_sql("PRAGMA journal_mode").scalar().lower() == "wal"
-    label = "-".join(plan.before) or "unversioned"
-    progress = options.progress(f"backing up {plan.name}", file.stat().st_size) if options.progress else None
+    label = "-".join(before) or "unversioned"
+    progress = options.progress(f"backing up {target.name}", file.stat().st_size) if options.progress else None
     reader = sqlite3.connect(f"file:{file}?mode=ro", uri=True) if wal else None  # in WAL mode readers go on
     try:
-        outcome.backup = backup.take(
-            plan.name, label, reason, file, options.backups_dir, wal_reader=reader, progress=progress
-        )
+        return backup.take(target.name, label, reason, file, options.backups_dir, wal_reader=reader, progress=progress)
     except backup.BackupFailed as error:
-        raise Refused([f"{plan.name}: {error}"]) from error
+        raise Refused([f"{target.name}: {error}"]) from error
     finally:
         if reader is not None:
             reader.close()
@@ -276,7 +281,7 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
         now = time.perf_counter()
         script = (step.up_revisions or (None,))[0]
         doc = script.doc if script else ""
-        ran.append(Step(step.up_revision_id, doc or "", step.is_upgrade, "", now - clock[0]))
+        ran.append(Step(step.up_revision_id, doc or "", step.is_upgrade, "", seconds=now - clock[0]))
         clock[0] = now
 
     if plan.steps:
@@ -301,7 +306,16 @@ def _describe(error: BaseException) -> str:
 
 
 def upgrade_sql(target: Target, revision: str, out) -> None:
-    """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode)."""
+    """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode).
+
+    A range (`base:head`) is rendered as asked, whatever the database holds."""
+    if ":" in revision:
+        out.write(f"-- {target.name}: {revision}\n")
+        try:
+            command.upgrade(target.config(output=out), revision, sql=True)
+        except CommandError as error:
+            raise UsageProblem(f"{target.name}: cannot render {revision!r}: {error}") from error
+        return
     (plan,) = _plan_all([target], None, True, revision)
     before = plan.before
     if len(before) > 1:
@@ -386,8 +400,13 @@ def _refuse_restore_without_space(target: Target, chosen: Path, options: Options
 
 
 def validate_revision(targets: Sequence[Target], revision: str) -> None:
-    """Refuse, before touching anything, a revision some selected project does not have."""
-    if revision in ("head", "heads", "base") or revision[:1] in "+-" or "@" in revision or ":" in revision:
+    """Refuse, before touching anything, a revision (or either end of a range) some selected project lacks."""
+    if ":" in revision:
+        for end in revision.split(":"):
+            if end:
+                validate_revision(targets, end)
+        return
+    if revision in ("head", "heads", "base") or revision[:1] in "+-" or "@" in revision:
         return
     for target in targets:
         try:
@@ -400,3 +419,43 @@ def validate_revision(targets: Sequence[Target], revision: str) -> None:
                 f"revision {revision!r} is not in the {target.name} project (it has: {known}); "
                 f"use --only to pick the database it belongs to"
             )
+
+
+def plan(targets: Sequence[Target], revision: str, upgrading: bool, configured: Sequence[Target] = ()):
+    """What `upgrade` or `downgrade` would do to each database, read without taking any lock."""
+    ordered = _in_order(targets) if upgrading else list(reversed(_in_order(targets)))
+    refuse_unsafe_files(ordered, None, configured)
+    return _plan_all(ordered, None, upgrading, revision, rehearse=True)
+
+
+def stamp(target: Target, revision: str, options: Options, purge: bool = False) -> Outcome:
+    """Record `revision` in the version table without running anything (Alembic's stamp), under the
+    run's lock, after a backup, and only once confirmed: a wrong stamp skips migrations for good."""
+    refuse_unsafe_files([target], options.backups_dir if options.backup else None, options.configured)
+    outcome = Outcome(target.name, target.location, ())
+    before = target.current()
+    unknown = target.unknown_revisions(before)
+    if unknown and not purge:
+        raise Refused([f"{target.name}: database is newer than this tg-parser (unknown revision"
+                       f" {', '.join(unknown)}); pass --purge to replace its version table's rows"])
+    reason = (
+        f"{target.name}: records {revision} as applied without running anything"
+        f" (now at {', '.join(before) or 'no revision'}); skipped revisions will never run"
+    )
+    if not options.confirm([reason]):
+        raise Refused([reason, "stamp not confirmed (pass --yes to confirm)"])
+    with raised_as_interrupted(), HeldTransactions([target], options.lock_timeout, _waiting(options)) as held:
+        connection = held.connection(target)
+        outcome.before = target.current(connection)
+        if target.sqlite_file is not None:
+            backup.clean_partials(options.backups_dir, target.name)
+            if options.backup and target.holds_data():
+                outcome.backup = _take_backup(target, outcome.before, connection, options, "stamp")
+        try:
+            command.stamp(target.config(connection), revision, purge=purge)
+        except CommandError as error:
+            raise UsageProblem(f"{target.name}: cannot stamp {revision!r}: {error}") from error
+        outcome.after = target.current(connection)
+        held.commit()
+    outcome.status = "committed"
+    return outcome

@@ -20,7 +20,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from tg_parser.migrate import adopt
-from tg_parser.migrate.downgrade_guard import destructive_changes
+from tg_parser.migrate.destructive import mark_destructive
 from tg_parser.migrate.errors import Refused, Unreadable, UsageProblem
 from tg_parser.migrate.target import Target
 
@@ -37,6 +37,8 @@ class Step:
     description: str
     upgrade: bool
     path: str
+    destructive: list[str] = field(default_factory=list)
+    """Why this step would destroy data held in the database (empty when it would not)."""
     seconds: float | None = None
     """Filled in when the step has run."""
 
@@ -47,19 +49,28 @@ class DatabasePlan:
     before: tuple[str, ...]
     steps: list[Step] = field(default_factory=list)
     adoption: adopt.Adoption | None = None
-    destructive: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.target.name
 
     @property
+    def destructive(self) -> list[str]:
+        return [reason for step in self.steps for reason in step.destructive]
+
+    @property
     def needs_work(self) -> bool:
         return bool(self.steps) or self.adoption is not None
 
 
-def plan_database(target: Target, connection: Connection, upgrade: bool, revision: str) -> DatabasePlan:
-    """Read one database through `connection` and plan the run; raise Refused or UsageProblem."""
+def plan_database(
+    target: Target, connection: Connection | None, upgrade: bool, revision: str, rehearse_upgrades: bool = False
+) -> DatabasePlan:
+    """Read one database through `connection` and plan the run; raise Refused or UsageProblem.
+
+    Downgrade steps are always rehearsed (what they destroy needs confirming); upgrade steps only
+    when asked (`--plan`), since a rehearsal runs the revision's code once more.
+    """
     try:
         before = target.current(connection)
     except Unreadable as error:
@@ -77,11 +88,11 @@ def plan_database(target: Target, connection: Connection, upgrade: bool, revisio
         if plan.adoption is not None:
             start = (plan.adoption.baseline,)
     plan.steps = _steps(target, start, revision, upgrade)
-    if not upgrade and plan.steps:
-        plan.destructive = destructive_changes(target, connection, before, revision)
     problems = [p for step in plan.steps for p in _outside_transaction(target, step)]
     if problems:
         raise Refused(problems)
+    if rehearse_upgrades or not upgrade:
+        mark_destructive(target, connection, start, plan.steps)
     return plan
 
 

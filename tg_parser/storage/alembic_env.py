@@ -38,7 +38,7 @@ def run(name: str) -> None:
         render_as_batch=True,
         transactional_ddl=True,
         compare_type=True,
-        process_revision_directives=_without_primary_key_nullability(db),
+        process_revision_directives=_revision_directives(db, config.attributes.get("keep_empty", True)),
         on_version_apply=config.attributes.get("on_version_apply"),
     )
     if context.is_offline_mode():
@@ -68,6 +68,18 @@ def _run_online(connection, options: dict) -> None:
     context.configure(connection=connection, **options)
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _revision_directives(db: Database, keep_empty: bool):
+    """Autogenerate's hook: drop known noise, and (when asked) write nothing when nothing changed."""
+    rewriter = _without_primary_key_nullability(db)
+
+    def process(context, revision, directives) -> None:
+        rewriter(context, revision, directives)
+        if not keep_empty and directives and directives[0].upgrade_ops.is_empty():
+            directives[:] = []
+
+    return process
 
 
 def _without_primary_key_nullability(db: Database) -> Rewriter:
