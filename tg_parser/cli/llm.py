@@ -20,7 +20,10 @@ def llm() -> None:
 @click.option("--prompt", default="Reply with the single word: pong", show_default=True,
               help="What to send (it is never logged or stored).")
 def ping(prompt: str) -> None:
-    """Send one request with the configured settings; print the reply, model, attempts, tokens and time."""
+    """Send one request to the configured LLM.
+
+    Prints the reply, the model, the attempts, the tokens used and the time.
+    """
     from tg_parser.llm.openai_compatible import OpenAICompatibleClient
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)

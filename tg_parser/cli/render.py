@@ -212,6 +212,8 @@ def current(targets: list[Target], as_json: bool) -> None:
 
 
 def history(targets: list[Target], as_json: bool, verbose: bool) -> None:
+    from tg_parser.migrate.status import describe
+
     found = statuses(targets)
     entries = []
     for target, state in zip(targets, found):
@@ -230,8 +232,10 @@ def history(targets: list[Target], as_json: bool, verbose: bool) -> None:
     if as_json:
         print_json(entries)
     else:
-        for entry, target in zip(entries, targets):
+        for entry, target, state in zip(entries, targets, found):
             click.echo(f"{entry['name']:<{NAME_WIDTH}} {entry['location']}")
+            if state.problem:
+                click.echo(f"  {describe(state)}")
             for rev in entry["revisions"]:
                 marks = [m for m in ("head", "current") if rev[m]]
                 suffix = f" ({', '.join(marks)})" if marks else ""

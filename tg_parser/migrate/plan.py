@@ -97,6 +97,8 @@ def plan_database(
 
 
 def _steps(target: Target, current: tuple[str, ...], revision: str, upgrade: bool) -> list[Step]:
+    if not upgrade and not current:
+        return []  # already at base: there is nothing to revert
     script = target.script
     try:
         if upgrade:
