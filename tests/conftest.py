@@ -27,13 +27,18 @@ LOCATION_VARIABLES = ["TG_PARSER_DATA_DIR"] + [
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """A clean environment and working folder: no inherited locations, no stray `.env`."""
-    for variable in LOCATION_VARIABLES:
+    """A clean environment and working folder: no inherited locations, no stray `.env`.
+
+    Logs go to a file of the test's own (`tg-parser.log`), so standard error holds only the
+    lines meant for people; the tests of the logs themselves set LOG_FILE as they need.
+    """
+    for variable in (*LOCATION_VARIABLES, "LOG_LEVEL", "LOG_FORMAT"):
         monkeypatch.delenv(variable, raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("TG_PARSER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LOG_FILE", str(tmp_path / "tg-parser.log"))
     return work
 
 

@@ -235,19 +235,25 @@ def test_an_incomplete_reply_is_retried_only_when_the_caller_asks():
     assert run(client, retry_incomplete=True).text == "whole" and client.sent == 2
 
 
-def test_each_retry_is_logged_at_warning_without_prompt_or_key(caplog):
+def test_each_attempt_is_one_event_failures_at_warning_without_prompt_or_key(caplog):
     fake = FakeTime()
     client = FakeProvider([http(503), LLMConnectionError("reset"), "done"], fake)
-    with caplog.at_level(logging.WARNING, logger="tg_parser.llm.base_client"):
+    with caplog.at_level(logging.INFO, logger="tg_parser.llm.base_client"):
         reply = run(client, "SECRET PROMPT TEXT", instructions="sk-hidden-instructions")
     assert len(reply.attempts) == 3 and reply.text == "done" and reply.model == "m-reported"
-    messages = [r.getMessage() for r in caplog.records]
-    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
-    assert messages[0] == ("LLM request failed (attempt 1 of 3, chat API, model m): HTTP 503;"
-                           " retrying in 1.00 s (backoff)")
-    assert messages[1].startswith("LLM request failed (attempt 2 of 3, chat API, model m): LLMConnectionError;")
-    assert "retrying in 2.00 s (backoff)" in messages[1]
-    assert not any("SECRET" in m or "sk-hidden" in m for m in messages)
+    events = [(r.getMessage(), r.levelno, r.event_fields) for r in caplog.records]
+    assert [(name, level) for name, level, _ in events] == [
+        ("llm_attempt", logging.WARNING), ("llm_attempt", logging.WARNING), ("llm_attempt", logging.INFO),
+        ("llm_call_finished", logging.INFO),
+    ]
+    first, second, third, finished = (fields for _, _, fields in events)
+    assert (first["attempt"], first["api"], first["model"], first["status"], first["error"]) == (
+        1, "chat", "m", 503, "LLMHTTPError")
+    assert (first["delay"], first["delay_reason"]) == (1.0, "backoff")
+    assert (second["error"], second["delay"]) == ("LLMConnectionError", 2.0)
+    assert (third["error"], third["delay"]) == (None, None)
+    assert (finished["outcome"], finished["attempts"]) == ("complete", 3)
+    assert not any("SECRET" in repr(e) or "sk-hidden" in repr(e) for e in events)
     assert fake.sleeps == [1.0, 2.0]
 
 

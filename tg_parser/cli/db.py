@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from alembic import command
 
-from tg_parser.cli import render
+from tg_parser.cli import logs, render
 from tg_parser.migrate.target import Target
 from tg_parser.storage.databases import NAMES, get_database, select
 
@@ -75,7 +75,7 @@ def _source_checkout(target: Target) -> None:
         )
 
 
-@click.group()
+@click.group(cls=logs.LoggedGroup)
 def db() -> None:
     """Inspect and migrate the three databases."""
 
@@ -233,10 +233,9 @@ def revision(settings, only, message: str, autogenerate: bool, empty: bool) -> N
     else:
         found = status(target)
         if found.state != AT_HEAD:
-            click.echo(
+            logs.human(
                 f"refused: {target.name} is {describe(found)}; autogenerate compares the schema code with a"
-                f" database at head: run tg-parser db upgrade --only {target.name} first. Nothing was written.",
-                err=True,
+                f" database at head: run tg-parser db upgrade --only {target.name} first. Nothing was written."
             )
             sys.exit(render.EXIT_REFUSED)
 
@@ -364,7 +363,7 @@ def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: 
     chosen = _choose_backup(target, settings.backups_dir, backup_name)
     question = f"Replace {target.location} with {chosen.name}?"
     if not render.confirm([f"{name}: {target.location} will be replaced by {chosen}"], yes, question):
-        click.echo("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.", err=True)
+        logs.human("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.")
         sys.exit(render.EXIT_REFUSED)
     safety = render.guarded(lambda: restore_database(target, chosen, options(settings, no_backup=no_backup)))
     if safety:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from tg_parser.cli import logs
 from tg_parser.core.settings import LLMSettings, RetrySettings, load_llm_settings, load_retry_settings
 from tg_parser.llm.errors import LLMHTTPError, LLMIncomplete, LLMRefused, LLMRequestFailed
 
 
-@click.group()
+@click.group(cls=logs.LoggedGroup)
 def llm() -> None:
     """Check the LLM connection (LLM_* and RETRY_* settings)."""
 
@@ -26,12 +26,11 @@ def ping(prompt: str) -> None:
     """
     from tg_parser.llm.openai_compatible import OpenAICompatibleClient
 
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     settings, retry = load_llm_settings(), load_retry_settings()
     try:
         reply = OpenAICompatibleClient(settings, retry).complete_sync(prompt)
     except LLMRequestFailed as failure:
-        click.echo(f"error: {explain(failure, settings, retry)}", err=True)
+        logs.human(f"error: {explain(failure, settings, retry)}")
         sys.exit(1)
     click.echo(reply.text)
     usage = reply.usage

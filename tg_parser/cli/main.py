@@ -9,20 +9,27 @@ from pathlib import Path
 import click
 
 from tg_parser import __version__
-from tg_parser.cli import render
+from tg_parser.cli import logs, render
 from tg_parser.cli.db import db, options, selected_targets
 from tg_parser.cli.llm import llm
-from tg_parser.core.settings import SettingsError, load_llm_settings, load_retry_settings, load_settings
+from tg_parser.core.settings import (
+    SettingsError,
+    load_llm_settings,
+    load_log_settings,
+    load_retry_settings,
+    load_settings,
+)
 
 
-class TgParserGroup(click.Group):
+
+class TgParserGroup(logs.LoggedGroup):
     """Turns a bad setting into one line and exit code 2, whichever command hit it."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SettingsError as error:
-            click.echo(f"error: {error}", err=True)
+            logs.human(f"error: {error}")
             sys.exit(2)
 
 
@@ -36,9 +43,18 @@ Exit codes: 0 success or nothing to do; 1 failed, every database rolled back;
 
 @click.group(cls=TgParserGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tg-parser")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Overrides LOG_LEVEL (default INFO).")
+@click.option("--log-format", type=click.Choice(["text", "json"], case_sensitive=False),
+              help="Overrides LOG_FORMAT (default text): logs as text lines or one JSON object per line.")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """TG_parser: collect Telegram channels, process them with LLMs, build a topic knowledge base."""
+    ctx.call_on_close(logs.unconfigure)
+    logs.quiet("dotenv.main")  # its warnings about .env are said once, below, with the file's path
+    overrides = {k: v for k, v in (("level", log_level), ("format", log_format)) if v}
+    logging_settings = load_log_settings(**overrides)
+    logs.configure(logging_settings.level, logging_settings.format, logging_settings.file)
     _warn_about_env_file(Path(".env"))
     ctx.obj = load_settings()
     load_retry_settings()  # a bad value in any setting stops every command, naming the variable
@@ -68,8 +84,7 @@ def _warn_about_env_file(path: Path) -> None:
     with path.open() as stream:
         bad = [binding.original.line for binding in parse_stream(stream) if binding.error]
     for line in bad:  # the line itself is not shown: it may hold a secret
-        click.echo(f"warning: {path.absolute()} line {line} cannot be parsed and is ignored", err=True)
-    logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+        logs.human(f"warning: {path.absolute()} line {line} cannot be parsed and is ignored", logging.WARNING)
 
 
 cli.add_command(db)

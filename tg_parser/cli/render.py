@@ -7,6 +7,7 @@ them, so a quick command such as `tg-parser db current` loads only what it uses.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from tg_parser.cli import logs
 from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
 from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.migrate.target import Target
@@ -33,46 +35,46 @@ def guarded(action):
         return action()
     except Refused as refusal:
         for problem in refusal.problems:
-            click.echo(f"refused: {problem}", err=True)
-        click.echo("Nothing was changed.", err=True)
+            logs.human(f"refused: {problem}")
+        logs.human("Nothing was changed.")
         sys.exit(EXIT_REFUSED)
     except UsageProblem as problem:
-        click.echo(f"error: {problem}", err=True)
-        click.echo("Nothing was changed.", err=True)
+        logs.human(f"error: {problem}")
+        logs.human("Nothing was changed.")
         sys.exit(EXIT_USAGE)
     except LockTimeout as error:
-        click.echo(f"error: {error}", err=True)
-        click.echo("Nothing was changed.", err=True)
+        logs.human(f"error: {error}")
+        logs.human("Nothing was changed.")
         sys.exit(EXIT_FAILED)
     except Unreadable as error:
-        click.echo(f"error: {error}", err=True)
+        logs.human(f"error: {error}")
         sys.exit(EXIT_FAILED)
     except Interrupted as interruption:
-        click.echo(f"interrupted by {signal.Signals(interruption.signum).name}: every change was rolled back", err=True)
+        logs.human(f"interrupted by {signal.Signals(interruption.signum).name}: every change was rolled back")
         _fates(interruption.outcomes)
         sys.exit(interruption.exit_code)
     except MigrationFailed as failure:
-        click.echo(f"error: {failure}", err=True)
+        logs.human(f"error: {failure}")
         _fates(failure.outcomes)
         if failure.partial:
-            click.echo("The final commits were cut off: run the same command again to finish.", err=True)
+            logs.human("The final commits were cut off: run the same command again to finish.")
             sys.exit(EXIT_PARTIAL)
-        click.echo("Every database was rolled back: nothing was changed.", err=True)
+        logs.human("Every database was rolled back: nothing was changed.")
         sys.exit(EXIT_FAILED)
     except Exception as error:  # Alembic's CommandError and the like: one line, not a traceback
-        click.echo(f"error: {type(error).__name__}: {error}", err=True)
+        logs.human(f"error: {type(error).__name__}: {error}")
         sys.exit(EXIT_FAILED)
 
 
 def _fates(outcomes) -> None:
     for outcome in outcomes:
-        click.echo(f"  {outcome.name:<{NAME_WIDTH}} {outcome.status}  ({_revisions(outcome.after)})", err=True)
+        logs.human(f"  {outcome.name:<{NAME_WIDTH}} {outcome.status}  ({_revisions(outcome.after)})")
 
 
 def waiting(target: Target, timeout: float) -> None:
-    click.echo(
+    logs.human(
         f"{target.name:<{NAME_WIDTH}} in use by another process; waiting up to {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)",
-        err=True,
+        logging.WARNING,
     )
 
 
@@ -81,13 +83,13 @@ def confirm(reasons: list[str], yes: bool, question: str) -> bool:
     if not yes and not sys.stdin.isatty():
         return False
     for reason in reasons:
-        click.echo(f"warning: {reason}", err=True)
-    return yes or click.confirm(question, default=False, err=True)
+        logs.human(f"warning: {reason}", logging.WARNING)
+    return yes or click.confirm(question, default=False, err=True)  # only at a terminal
 
 
 def progress(label: str, total: int):
-    """A progress bar on stderr for long copies; silent for small files."""
-    if total < PROGRESS_MIN_BYTES:
+    """A progress bar on stderr for long copies; silent for small files and when stderr carries JSON."""
+    if total < PROGRESS_MIN_BYTES or logs.state.json_on_stderr:
         return None
     bar = click.progressbar(length=total, label=label, file=sys.stderr)
     state = {"done": 0}
@@ -145,8 +147,8 @@ def outcome(outcome) -> None:
 
 
 def row_progress(label: str, total: int):
-    """A progress bar of rows for one table; None for small tables."""
-    if total < 50_000:
+    """A progress bar of rows for one table; None for small tables and when stderr carries JSON."""
+    if total < 50_000 or logs.state.json_on_stderr:
         return None
     bar = click.progressbar(length=total, label=label, file=sys.stderr)
 
@@ -170,7 +172,7 @@ def transfer(reports: list) -> None:
     total = sum(r.source_rows for r in reports)
     if bad:
         tables = ", ".join(f"{r.database}.{r.table}" for r in bad)
-        click.echo(f"MISMATCH in {len(bad)} table(s): {tables}. Rolled back: the target is as it was.", err=True)
+        logs.human(f"MISMATCH in {len(bad)} table(s): {tables}. Rolled back: the target is as it was.")
     else:
         click.echo(f"Transferred {total:,} rows in {len(reports)} tables; every count and checksum matches.")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -184,9 +184,33 @@ class LLMSettings(BaseSettings):
         return urlunsplit(parts._replace(netloc=f"{user + ':***' if colon else '***'}@{host}"))
 
 
+class LogSettings(BaseSettings):
+    """Where the command line's logs go and how they look (logs never go to standard output)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOG_", env_file=".env", extra="ignore")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the least severe level logged")
+    format: Literal["text", "json"] = Field("text", description="text lines, or one JSON object per line")
+    file: Path | None = Field(None, description="a file to append the logs to instead of standard error")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+
 def load_settings(**overrides) -> _SettingsBase:
     """Load the database settings, turning a validation error into one line naming the variable."""
     return _load(Settings, **overrides)
+
+
+def load_log_settings(**overrides) -> LogSettings:
+    return _load(LogSettings, **overrides)
 
 
 def load_retry_settings(**overrides) -> RetrySettings:

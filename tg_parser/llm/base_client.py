@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from tg_parser.core.settings import LLMSettings, RetrySettings, load_retry_settings
 from tg_parser.llm.errors import LLMIncomplete, LLMRequestFailed, LLMTimeout, LLMValidationFailed
 from tg_parser.llm.records import Attempt, LLMReply, Usage
+from tg_parser.core.events import emit
 from tg_parser.llm.retry import decide
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class BaseLLMClient(ABC):
                     error = failure
                 else:
                     attempts.append(self._record(number, reply.status, None, self._clock() - sent, reply.usage))
+                    _log_attempt(attempts[-1], logging.INFO)
+                    _log_call(attempts, "complete", self._clock() - started)
                     return LLMReply(
                         reply.text, reply.model, reply.usage, tuple(attempts), self._clock() - started, parsed
                     )
@@ -137,20 +140,19 @@ class BaseLLMClient(ABC):
             )
             if decision.give_up is not None:
                 attempts.append(record)
+                _log_attempt(record, logging.WARNING)
+                _log_call(attempts, type(error).__name__, self._clock() - started)
                 error.attempts, error.gave_up = tuple(attempts), decision.give_up
                 if decision.asked_delay is not None:
                     error.asked_delay = decision.asked_delay
                 raise error
             attempts.append(replace(record, delay=decision.delay, delay_reason=decision.delay_reason))
-            log.warning(
-                "LLM request failed (attempt %d of %d, %s API, model %s): %s; retrying in %.2f s (%s)",
-                number, settings.max_attempts, self.api, self.llm.model, error.summary,
-                decision.delay, decision.delay_reason,
-            )
+            _log_attempt(attempts[-1], logging.WARNING)
             slept_from = self._clock()
             await self._sleep(decision.delay)
             spent += self._clock() - slept_from
             if spent >= settings.total_timeout:  # a sleep may overrun; no attempt starts past the deadline
+                _log_call(attempts, type(error).__name__, self._clock() - started)
                 error.attempts = tuple(attempts)
                 error.gave_up = f"RETRY_TOTAL_TIMEOUT ({settings.total_timeout:g} s) used up before another attempt"
                 raise error
@@ -200,3 +202,26 @@ class BaseLLMClient(ABC):
                 f"allowed: {', '.join(RetrySettings.model_fields)}"
             )
         return load_retry_settings(**{**self.retry.model_dump(), **override})
+
+
+def _log_attempt(attempt: Attempt, level: int) -> None:
+    """One `llm_attempt` event per HTTP request: what happened and what comes next, never any text."""
+    usage = attempt.usage
+    emit(
+        log, "llm_attempt", level, api=attempt.api, model=attempt.model, attempt=attempt.number,
+        status=attempt.status, error=attempt.error, latency=round(attempt.latency, 3),
+        input_tokens=usage.input_tokens if usage else None, output_tokens=usage.output_tokens if usage else None,
+        reasoning_tokens=usage.reasoning_tokens if usage else None, delay=attempt.delay,
+        delay_reason=attempt.delay_reason,
+    )
+
+
+def _log_call(attempts: list[Attempt], outcome: str, seconds: float) -> None:
+    last = attempts[-1]
+    used = [a.usage for a in attempts if a.usage]
+    emit(
+        log, "llm_call_finished", logging.INFO if outcome == "complete" else logging.WARNING, api=last.api,
+        model=last.model, outcome=outcome, attempts=len(attempts), seconds=round(seconds, 3),
+        input_tokens=sum(u.input_tokens for u in used) if used else None,
+        output_tokens=sum(u.output_tokens for u in used) if used else None,
+    )

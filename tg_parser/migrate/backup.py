@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tg_parser.core.events import emit
 from tg_parser.migrate.errors import Refused
 from tg_parser.storage.databases import NAMES, Database
 from tg_parser.storage.lock import LockTimeout, timed_out
@@ -37,6 +39,8 @@ PROGRESS_POLL_S = 0.1
 _NAME = re.compile(rf"^(?P<db>{'|'.join(NAMES)})-(?P<revision>.+)-(?P<stamp>\d{{8}}T\d{{12}}Z)\.sqlite$")
 MIGRATION_REASONS = ("upgrade", "downgrade")
 BEFORE_RESTORE = "before restore"
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a file is copied."""
@@ -112,6 +116,7 @@ def take(
     committed pages may sit in the `-wal` file; any other is copied byte for byte.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     taken_at = datetime.now(UTC)
     name = f"{db}-{revision}-{taken_at.strftime('%Y%m%dT%H%M%S%fZ')}.sqlite"
     final = directory / name
@@ -136,6 +141,8 @@ def take(
         if isinstance(error, (OSError, sqlite3.Error, BackupFailed)):
             raise BackupFailed(f"backup of {source} failed: {_plain(error)}") from error
         raise
+    emit(log, "backup_taken", database=db, path=str(final), bytes=final.stat().st_size,
+         seconds=round(time.perf_counter() - started, 3), sha256=digest)
     return Backup(db, revision, taken_at, final, reason, digest)
 
 

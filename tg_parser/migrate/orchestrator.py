@@ -11,6 +11,7 @@ operator's safety net for `db restore`, never the undo path.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -22,6 +23,7 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
+from tg_parser.core.events import emit
 from tg_parser.migrate import adopt, backup
 from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
 from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
@@ -31,6 +33,7 @@ from tg_parser.migrate.transactions import HeldTransactions
 from tg_parser.storage.lock import LockTimeout, file_identity
 
 SPACE_MARGIN = 1.1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,6 +96,8 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             with transactions:
                 plans = _plan_all(targets, transactions, upgrading, revision)
                 for plan in plans:
+                    _log_plan(plan)
+                    transactions.note_revision(plan.name, plan.before)
                     outcomes[plan.name].before = outcomes[plan.name].after = plan.before
                     outcomes[plan.name].status = "unchanged"
                     if plan.needs_work:
@@ -111,13 +116,16 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                 for plan in plans:
                     running = plan.name
                     _run(plan, transactions.connection(plan.target), outcomes[plan.name], revision, upgrading)
+                    transactions.note_revision(plan.name, outcomes[plan.name].after)
                     report(outcomes[plan.name])
                 signals.deferred = True  # from here on a signal must not split the commits
                 for name in transactions.commit():
                     outcomes[name].status = "committed"
                     outcomes[name].held_seconds = transactions.of(name).held_seconds
         except BaseException as error:
-            _settle(outcomes, transactions, working)
+            _settle(outcomes, transactions, working, _describe(error))
+            if isinstance(error, Refused):
+                emit(log, "run_refused", logging.WARNING, reasons=error.problems)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
@@ -127,8 +135,16 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
     if options.backup:
         for outcome in outcomes.values():
             if outcome.backup is not None:
-                backup.prune(options.backups_dir, outcome.name, options.backup_keep)
+                pruned = backup.prune(options.backups_dir, outcome.name, options.backup_keep)
+                if pruned:
+                    emit(log, "backups_pruned", database=outcome.name, paths=[str(p) for p in pruned])
     return [outcomes[t.name] for t in targets]
+
+
+def _log_plan(plan: DatabasePlan) -> None:
+    emit(log, "database_planned", database=plan.name, current=list(plan.before),
+         steps=[step.revision for step in plan.steps],
+         adoption=plan.adoption.baseline if plan.adoption else None, destructive=plan.destructive)
 
 
 def _waiting(options: Options):
@@ -137,9 +153,9 @@ def _waiting(options: Options):
     return lambda target: options.waiting(target, options.lock_timeout)
 
 
-def _settle(outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str]) -> None:
+def _settle(outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str], reason: str) -> None:
     """After a failure: roll back what is not committed and record each database's fate."""
-    transactions.rollback()
+    transactions.rollback(reason)
     for outcome in outcomes.values():
         if outcome.status == "unchanged" and outcome.name in working:
             outcome.status = "rolled back"
@@ -282,6 +298,10 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
         script = (step.up_revisions or (None,))[0]
         doc = script.doc if script else ""
         ran.append(Step(step.up_revision_id, doc or "", step.is_upgrade, "", seconds=now - clock[0]))
+        source, destination = (step.down_revision_ids, step.up_revision_ids) if step.is_upgrade else (
+            step.up_revision_ids, step.down_revision_ids)
+        emit(log, "revision_applied" if step.is_upgrade else "revision_reverted", database=target.name,
+             from_revision=list(source), to_revision=list(destination), seconds=round(now - clock[0], 3))
         clock[0] = now
 
     if plan.steps:
@@ -360,11 +380,15 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | N
     size = chosen.stat().st_size
     progress = options.progress(f"restoring {target.name}", size) if options.progress else None
     waiting = (lambda: options.waiting(target, options.lock_timeout)) if options.waiting else None
+    started = time.perf_counter()
     with raised_as_interrupted():
         try:
-            return backup.restore(
+            saved = backup.restore(
                 chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress, on_wait=waiting
             )
+            emit(log, "restore_finished", database=target.name, backup=str(chosen),
+                 safety_backup=str(saved.path) if saved else None, seconds=round(time.perf_counter() - started, 3))
+            return saved
         except backup.BackupFailed as error:
             raise Refused([f"{target.name}: the safety copy failed, nothing was restored: {error}"]) from error
         except sqlite3.Error as error:

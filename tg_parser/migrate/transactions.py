@@ -10,16 +10,21 @@ changes commit as one transaction.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
+from tg_parser.core.events import emit
 from tg_parser.migrate.interrupt import watch_sqlite
 from tg_parser.migrate.target import Target
 from tg_parser.storage.engine import make_engine
 from tg_parser.storage.lock import begin_locked, lock_project
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +51,7 @@ class HeldTransactions:
         self._on_wait = on_wait
         self._held: dict[tuple, Held] = {}
         self._of: dict[str, Held] = {}
+        self._revisions: dict[str, list[str]] = {}
 
     def __enter__(self) -> HeldTransactions:
         try:
@@ -56,11 +62,17 @@ class HeldTransactions:
             raise
         return self
 
-    def __exit__(self, *_exc) -> None:
-        self.rollback()
+    def __exit__(self, *exc) -> None:
+        self.rollback(type(exc[1]).__name__ if exc[1] is not None else "not committed")
 
     def _open(self, target: Target) -> None:
-        wait = (lambda: self._on_wait(target)) if self._on_wait else None
+        asked = time.monotonic()
+
+        def wait() -> None:
+            emit(log, "lock_waiting", logging.WARNING, database=target.name, timeout=self._timeout)
+            if self._on_wait:
+                self._on_wait(target)
+
         held = self._held.get(target.identity)
         if held is None:
             engine = make_engine(target.url, write_lock=True, busy_timeout=self._timeout)
@@ -75,6 +87,7 @@ class HeldTransactions:
             lock_project(held.connection, target.db.version_table, target.location, self._timeout, wait)
         held.names.append(target.name)
         self._of[target.name] = held
+        emit(log, "lock_acquired", database=target.name, waited_seconds=round(time.monotonic() - asked, 3))
 
     def connection(self, target: Target) -> Connection:
         return self._of[target.name].connection
@@ -89,9 +102,16 @@ class HeldTransactions:
             held.transaction.commit()
             held.state = "committed"
             committed += held.names
+            for name in held.names:
+                emit(log, "database_committed", database=name, revision=self._revisions.get(name, []),
+                     held_seconds=round(held.held_seconds, 3))
         return committed
 
-    def rollback(self) -> None:
+    def note_revision(self, name: str, revisions) -> None:
+        """What database `name` is at inside its transaction, for the commit and rollback events."""
+        self._revisions[name] = list(revisions)
+
+    def rollback(self, reason: str = "not committed") -> None:
         """Roll back whatever is not committed, and close every connection (safe to call twice)."""
         for held in self._held.values():
             if held.state == "open":
@@ -101,6 +121,9 @@ class HeldTransactions:
                         held.transaction.rollback()
                 except Exception:  # closing rolls back too: SQLite's journal or the server undoes it
                     pass
+                for name in held.names:
+                    emit(log, "database_rolled_back", logging.WARNING, database=name,
+                         revision=self._revisions.get(name, []), reason=reason)
             if not held.connection.closed:
                 held.connection.close()
                 held.engine.dispose()

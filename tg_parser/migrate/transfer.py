@@ -13,6 +13,7 @@ are not in the snapshot, so stop it for the cut-over).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from dataclasses import dataclass
 from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
 
+from tg_parser.core.events import emit
 from tg_parser.migrate.errors import Refused, Unreadable
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
 from tg_parser.storage.engine import make_engine
 
 BATCH_ROWS = 5000
+log = logging.getLogger(__name__)
 CHECKSUM_MODULUS = 2**64
 
 
@@ -145,6 +148,8 @@ def _copy_database(source: Target, writer: Connection, progress) -> list[TableRe
                 report.target_checksum = (after.value - before.value) % CHECKSUM_MODULUS
                 report.seconds = time.perf_counter() - started
                 reports.append(report)
+                emit(log, "table_transferred", database=source.name, table=table.name, rows=report.source_rows,
+                     checksum=f"{report.source_checksum:016x}", equal=report.ok)
     finally:
         source_engine.dispose()
     return reports
