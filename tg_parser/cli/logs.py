@@ -3,7 +3,7 @@
 structlog's `ProcessorFormatter` renders every standard-library record, tg_parser's events
 and Alembic's own messages alike, with `ts` (UTC, RFC 3339, milliseconds), `level`, `logger`,
 `event` and a `run_id` shared by every line of one invocation. The handler is attached to
-the `tg_parser` and `alembic` loggers only while a command runs and removed when it ends, so
+the `tg_parser`, `alembic` and `py.warnings` loggers only while a command runs and removed when it ends, so
 the root logger, and any program that runs the CLI in-process, keep their own settings.
 Logs go to standard error or LOG_FILE, never to standard output.
 """
@@ -23,7 +23,7 @@ import structlog
 from tg_parser.core.events import emit
 from tg_parser.storage.databases import NAMES
 
-LOGGERS = ("tg_parser", "alembic")
+LOGGERS = ("tg_parser", "alembic", "py.warnings")
 QUIET = ("sqlalchemy", "httpx", "httpcore")
 """Libraries whose debug output would carry SQL parameters or HTTP details: kept at WARNING."""
 
@@ -65,6 +65,7 @@ def configure(level: str, fmt: str, file: str | None) -> str:
         logger.propagate = False
     for name in QUIET:
         quiet(name, max(numeric, logging.WARNING))
+    logging.captureWarnings(True)  # Python warnings (Alembic's among them) become log lines too
     return state.run_id
 
 
@@ -84,6 +85,7 @@ def unconfigure() -> None:
         logger.propagate = propagate
     state.saved = []
     if state.handler is not None:
+        logging.captureWarnings(False)
         state.handler.close()
         state.handler = None
     state.json_on_stderr = state.to_file = False

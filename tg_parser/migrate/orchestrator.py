@@ -11,6 +11,7 @@ operator's safety net for `db restore`, never the undo path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -83,6 +84,21 @@ def _in_order(targets: Sequence[Target]) -> list[Target]:
     return sorted(targets, key=lambda t: t.db.order)
 
 
+def _logs_refusals(function):
+    """Every refusal of a command that would change something is also a `run_refused` event."""
+
+    @functools.wraps(function)
+    def logged(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Refused as refusal:
+            emit(log, "run_refused", logging.WARNING, reasons=refusal.problems)
+            raise
+
+    return logged
+
+
+@_logs_refusals
 def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Options, report) -> list[Outcome]:
     refuse_unsafe_files(targets, options.backups_dir if options.backup else None, options.configured)
     preview = _plan_all(targets, None, upgrading, revision)
@@ -124,8 +140,6 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                     outcomes[name].held_seconds = transactions.of(name).held_seconds
         except BaseException as error:
             _settle(outcomes, transactions, working, _describe(error))
-            if isinstance(error, Refused):
-                emit(log, "run_refused", logging.WARNING, reasons=error.problems)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
@@ -354,6 +368,7 @@ def upgrade_sql(target: Target, revision: str, out) -> None:
     command.upgrade(target.config(output=out), span, sql=True)
 
 
+@_logs_refusals
 def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | None:
     """Put `chosen` back into the database through SQLite's journaled page writes.
 
@@ -452,6 +467,7 @@ def plan(targets: Sequence[Target], revision: str, upgrading: bool, configured: 
     return _plan_all(ordered, None, upgrading, revision, rehearse=True)
 
 
+@_logs_refusals
 def stamp(target: Target, revision: str, options: Options, purge: bool = False) -> Outcome:
     """Record `revision` in the version table without running anything (Alembic's stamp), under the
     run's lock, after a backup, and only once confirmed: a wrong stamp skips migrations for good."""
