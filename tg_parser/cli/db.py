@@ -22,13 +22,19 @@ only_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 yes_option = click.option("--yes", is_flag=True, help="Confirm without asking.")
 no_backup_option = click.option("--no-backup", is_flag=True, help="Do not back up SQLite files first.")
+repair_option = click.option(
+    "--repair",
+    is_flag=True,
+    help="Rebuild tables of an earlier release that differ from the baseline only in constraints, indexes or"
+    " type spelling into its exact form (rows copied and verified), then adopt them.",
+)
 
 
 def selected_targets(settings, only) -> list[Target]:
     return [Target.from_settings(db, settings) for db in select(only)]
 
 
-def options(settings, *, no_backup: bool = False, yes: bool = False):
+def options(settings, *, no_backup: bool = False, yes: bool = False, repair: bool = False):
     from tg_parser.migrate.orchestrator import Options
 
     return Options(
@@ -40,6 +46,7 @@ def options(settings, *, no_backup: bool = False, yes: bool = False):
         progress=render.progress,
         waiting=render.waiting,
         configured=selected_targets(settings, ()),
+        repair=repair,
     )
 
 
@@ -61,21 +68,23 @@ def db() -> None:
 @click.argument("revision", default="head")
 @only_option
 @no_backup_option
+@repair_option
 @click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
 @click.pass_obj
-def upgrade(settings, revision: str, only, no_backup: bool, sql: bool) -> None:
+def upgrade(settings, revision: str, only, no_backup: bool, repair: bool, sql: bool) -> None:
     """Upgrade to REVISION (default: head), in the order ingestion, raw, processing.
 
-    Databases of releases 1.x-3.0.0 (tables but no version table) are adopted first.
+    Databases of earlier releases (1.x-3.0.0 without a version table, or stamped by TG_parser
+    3.1's own Alembic) are adopted first.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
     if sql:
-        render.guarded(lambda: [render.upgrade_sql(t, revision) for t in targets])
+        render.guarded(lambda: [render.upgrade_sql(t, revision, repair) for t in targets])
         return
     from tg_parser.migrate.orchestrator import upgrade
 
-    render.run_migration(upgrade, targets, revision, options(settings, no_backup=no_backup))
+    render.run_migration(upgrade, targets, revision, options(settings, no_backup=no_backup, repair=repair))
 
 
 @db.command()

@@ -8,7 +8,7 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli import render
-from tg_parser.cli.db import db, options, selected_targets
+from tg_parser.cli.db import db, options, repair_option, selected_targets
 from tg_parser.cli.llm import llm
 from tg_parser.core.settings import SettingsError, load_llm_settings, load_retry_settings, load_settings
 
@@ -36,13 +36,14 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
+@repair_option
 @click.pass_obj
-def init(settings, no_backup: bool) -> None:
+def init(settings, no_backup: bool, repair: bool) -> None:
     """Create all three databases, or adopt and upgrade existing ones, to the newest schema."""
     from tg_parser.migrate.orchestrator import upgrade
 
     targets = selected_targets(settings, ())
-    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup))
+    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup, repair=repair))
 
 
 cli.add_command(db)

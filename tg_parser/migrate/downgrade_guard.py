@@ -40,9 +40,9 @@ def _rehearse(target: Target, current: tuple[str, ...], revision: str):
         with engine.connect() as connection:
             for head in current:
                 command.upgrade(scratch.config(connection), head)
-            before = snapshot(connection)
+            before = snapshot(connection).tables
             command.downgrade(scratch.config(connection), revision)
-            after = snapshot(connection)
+            after = snapshot(connection).tables
             to_base = not MigrationContext.configure(
                 connection, opts={"version_table": target.db.version_table}
             ).get_current_heads()

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from tg_parser.migrate import adopt
 from tg_parser.migrate.downgrade_guard import destructive_changes
 from tg_parser.migrate.errors import Refused, Unreadable, UsageProblem
+from tg_parser.migrate.repair import Repair
 from tg_parser.migrate.target import Target
 
 # SQL that cannot run inside the run's transaction: it fails there, or (PRAGMA) silently does nothing.
@@ -54,25 +55,38 @@ class DatabasePlan:
         return self.target.name
 
     @property
+    def repair(self) -> Repair | None:
+        """The table rebuilds the run does before adopting (`--repair`)."""
+        return self.adoption.repair if self.adoption else None
+
+    @property
     def needs_work(self) -> bool:
         return bool(self.steps) or self.adoption is not None
 
 
-def plan_database(target: Target, connection: Connection, upgrade: bool, revision: str) -> DatabasePlan:
-    """Read one database through `connection` and plan the run; raise Refused or UsageProblem."""
+def plan_database(
+    target: Target, connection: Connection, upgrade: bool, revision: str, repair: bool = False
+) -> DatabasePlan:
+    """Read one database through `connection` and plan the run; raise Refused or UsageProblem.
+
+    `repair`: rebuild tables whose differences from the baseline a rebuild removes (adoption only).
+    """
     try:
         before = target.current(connection)
     except Unreadable as error:
         raise Refused([f"{target.name}: {error}"]) from error
+    release = target.db.earlier_release(before)
     known = {script.revision for script in target.script.walk_revisions()}
     unknown = [rev for rev in before if rev not in known]
-    if unknown:
+    if unknown and not release:
         raise Refused([f"{target.name}: database is newer than this tg-parser (revision {', '.join(unknown)})"])
+    if release and not upgrade:
+        raise Refused([f"{target.name}: a {release} database (revision {', '.join(before)}): upgrade it first, which adopts it"])
     plan = DatabasePlan(target, before)
     start = before
-    if upgrade and not before and target.holds_data():
+    if upgrade and (release or not before) and target.holds_data():
         try:
-            plan.adoption = adopt.plan(target, connection)
+            plan.adoption = adopt.plan(target, connection, before, repair)
         except adopt.AdoptionRefused as refusal:
             raise Refused([f"{target.name}: {p}" for p in refusal.problems]) from refusal
         if plan.adoption is not None:
