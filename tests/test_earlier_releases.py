@@ -335,31 +335,69 @@ def test_sql_with_repair_prints_the_rebuild_and_touches_nothing(legacy_copy):
     assert digests(legacy_copy) == before
 
 
+def schema_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
 def test_sigkill_in_the_middle_of_a_repair_leaves_the_database_as_it_was(legacy_copy):
+    """Two tables to rebuild: the kill comes while the second is rebuilt, after the first is done."""
     processing = legacy_copy / "processing_storage.sqlite"
     pre_1_0_topic_bundles(processing, with_3_0_0_indexes=True)
-    with sqlite3.connect(processing) as connection:  # enough rows for the rebuild to take a while
-        connection.execute(
+    with sqlite3.connect(processing) as connection:
+        connection.execute("CREATE INDEX processed_documents_language_idx ON processed_documents(language)")
+        connection.execute(  # enough rows for the second rebuild to take a while
             "INSERT INTO topic_bundles (topic_id, updated_at, items_json)"
             " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)"
             " SELECT 'bulk:' || i, '2026-01-01', hex(randomblob(400)) FROM n"
         )
-    before, sql_before = content_checksums(processing), table_sql(processing, "topic_bundles")
+    before, schema_before = content_checksums(processing), schema_rows(processing)
     journal = processing.with_name(processing.name + "-journal")
+    halfway = processing.stat().st_size * 0.4  # topic_bundles is most of the file: its rebuild has begun
 
     process = tg_parser_process("db", "upgrade", "--repair", "--no-backup", "--only", "processing")
     deadline = time.monotonic() + 60
-    while not (journal.exists() and journal.stat().st_size > 0):  # the rebuild's DROP TABLE is the first write
+    while not (journal.exists() and journal.stat().st_size > halfway):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the repair never started"
         time.sleep(0.001)
     os.kill(process.pid, signal.SIGKILL)
     stdout, _ = process.communicate()
-    assert "rebuilt topic_bundles" not in stdout, "the kill came after the repair"
+    assert "rebuilt" not in stdout, "the kill came after the repair"
 
     assert integrity(processing) == "ok"
     assert content_checksums(processing) == before
-    assert table_sql(processing, "topic_bundles") == sql_before
+    assert schema_rows(processing) == schema_before
     again = tg_parser_run("db", "upgrade", "--repair", "--only", "processing")
     assert again.returncode == 0, again.stderr
+    assert "rebuilt processed_documents into the baseline's form (" in again.stdout
     assert "rebuilt topic_bundles into the baseline's form (60008 rows" in again.stdout
+
+
+def test_a_rebuild_that_would_change_a_stored_value_is_caught_before_commit(legacy_copy):
+    """The count-and-checksum comparison, against a rebuild planning would never make (another affinity)."""
+    from sqlalchemy.engine import URL
+
+    from tg_parser.migrate import adopt, repair
+    from tg_parser.storage.databases import get_database
+    from tg_parser.storage.engine import make_engine
+
+    raw = legacy_copy / "raw_storage.sqlite"
+    with sqlite3.connect(raw) as connection:
+        connection.execute("UPDATE raw_conflicts SET reason = '42' WHERE id = 1")
+    before = content_checksums(raw)
+    baseline = adopt.baseline_of(get_database("raw"))
+    create = next(sql for kind, name, sql in baseline.ddl if kind == "table" and name == "raw_conflicts")
+    columns = tuple(c.name for c in baseline.shape.tables["raw_conflicts"].columns)
+    rebuild = repair.Rebuild(
+        "raw_conflicts", (), create.replace("reason TEXT", "reason INTEGER"), (), columns,
+        copy_rowid=False, autoincrement=True,
+    )
+    engine = make_engine(URL.create("sqlite", database=str(raw)), write_lock=True)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        with pytest.raises(repair.RepairFailed, match="rebuilding raw_conflicts changed its rows"):
+            repair.apply(repair.Repair((rebuild,)), connection)
+        transaction.rollback()
+    engine.dispose()
+    assert content_checksums(raw) == before

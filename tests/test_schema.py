@@ -142,3 +142,13 @@ def test_comparator_catches_partial_desc_autoincrement_fk_and_uniqueness(tmp_pat
             assert any(problem in p for p in problems), problems
             return
     pytest.fail(f"no fixture contains {old!r}")
+
+
+def test_comparator_sees_the_declared_type_as_written(tmp_path):
+    """SQLAlchemy reflects `INT` as INTEGER; SQLite does not (an `INT PRIMARY KEY` is no rowid)."""
+    fixture = LEGACY / "ingestion_state.sqlite"
+    edit = lambda sql: sql.replace("fail_count INTEGER NOT NULL", "fail_count INT NOT NULL")
+    variant = clone_schema(fixture, tmp_path / "v.sqlite", edit=edit)
+    assert compare(reflect(fixture), reflect(variant)) == [
+        "table sources: column fail_count: type expected 'INTEGER', found 'INT'"
+    ]
