@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -28,7 +31,7 @@ from tests.conftest import (
     tg_parser_run,
     version_rows,
 )
-from tg_parser.storage.databases import DATABASES
+from tg_parser.storage.databases import DATABASES, get_database
 
 RELEASE_3_1 = {"ingestion": "89f91e768b9b", "raw": "5c658f04eff0", "processing": "f40d85317f03"}
 PRE_1_0_UNIQUE = "UNIQUE(topic_id, time_from, time_to)"
@@ -46,12 +49,13 @@ def stamp_3_1(path: Path, name: str) -> None:
 
 def rebuild_table(path: Path, table: str, edit=lambda sql: sql, indexes: bool = True) -> None:
     """Make `table` again from its own CREATE TABLE, edited, keeping every row, rowid and AUTOINCREMENT counter."""
+    sql = table_sql(path, table)
     with sqlite3.connect(path) as connection:
-        (sql,) = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         index_sql = [r[0] for r in connection.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,))]
-        autoincrement = "AUTOINCREMENT" in sql
-        counter = autoincrement and connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchall()
+        counter = []
+        if "AUTOINCREMENT" in sql:
+            counter = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchall()
         columns = ", ".join(row[1] for row in connection.execute(f"PRAGMA table_info({table})"))
         connection.execute(f"CREATE TEMP TABLE kept AS SELECT rowid AS kept_rowid, * FROM {table}")
         connection.execute(f"DROP TABLE {table}")
@@ -67,10 +71,8 @@ def rebuild_table(path: Path, table: str, edit=lambda sql: sql, indexes: bool = 
 
 
 def pre_1_0_topic_bundles(path: Path, with_3_0_0_indexes: bool) -> None:
-    rebuild_table(
-        path, "topic_bundles", lambda sql: sql.replace("metadata_json TEXT\n)", f"metadata_json TEXT,\n  {PRE_1_0_UNIQUE}\n)"),
-        indexes=with_3_0_0_indexes,
-    )
+    with_unique = lambda sql: sql.replace("metadata_json TEXT\n)", f"metadata_json TEXT,\n  {PRE_1_0_UNIQUE}\n)")
+    rebuild_table(path, "topic_bundles", with_unique, indexes=with_3_0_0_indexes)
 
 
 def digests(data_dir: Path) -> dict[str, str | None]:
@@ -87,7 +89,8 @@ def rows(data_dir: Path) -> dict[str, dict[str, str]]:
 
 def table_sql(path: Path, table: str) -> str:
     with sqlite3.connect(path) as connection:
-        return connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+        query = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return connection.execute(query, (table,)).fetchone()[0]
 
 
 def assert_refused_unchanged(result, data_dir: Path, before: dict, *messages: str) -> None:
@@ -234,23 +237,31 @@ def _extra_view(path):
 
 
 def _extra_check(path):
-    rebuild_table(path, "raw_conflicts", lambda sql: sql.replace("reason TEXT NOT NULL", "reason TEXT NOT NULL CHECK (length(reason) > 0)"))
+    rebuild_table(
+        path, "raw_conflicts",
+        lambda sql: sql.replace("reason TEXT NOT NULL", "reason TEXT NOT NULL CHECK (length(reason) > 0)"),
+    )
 
 
 def _missing_foreign_key(path):
-    rebuild_table(path, "task_history", lambda sql: sql.replace(",\n  \n  FOREIGN KEY (agent_name) REFERENCES agent_states(name)", ""))
+    """3.0.0 and the baseline spell the key differently; both go."""
+    foreign_key = re.compile(r",\s*FOREIGN KEY\s*\(agent_name\) REFERENCES agent_states\s*\(name\)")
+    rebuild_table(path, "task_history", lambda sql: foreign_key.sub("", sql))
 
 
-def _missing_foreign_key_at_head(path):
-    rebuild_table(path, "task_history", lambda sql: sql.replace(", \n\tFOREIGN KEY(agent_name) REFERENCES agent_states (name)", ""))
+class Spoil(NamedTuple):
+    database: str
+    spoil: Callable[[Path], None]
+    message: str
+    repairable: bool
 
 
 SPOILS = {
-    "extra-trigger": ("raw", _extra_trigger, _extra_trigger, "table raw_messages: trigger raw_messages_touch: not expected", False),
-    "extra-view": ("raw", _extra_view, _extra_view, "view recent_posts: not expected", False),
-    "extra-check": ("raw", _extra_check, _extra_check, "table raw_conflicts: CHECK (length(reason) > 0): not expected", True),
-    "missing-foreign-key": (
-        "processing", _missing_foreign_key, _missing_foreign_key_at_head,
+    "extra-trigger": Spoil("raw", _extra_trigger, "table raw_messages: trigger raw_messages_touch: not expected", False),
+    "extra-view": Spoil("raw", _extra_view, "view recent_posts: not expected", False),
+    "extra-check": Spoil("raw", _extra_check, "table raw_conflicts: CHECK (length(reason) > 0): not expected", True),
+    "missing-foreign-key": Spoil(
+        "processing", _missing_foreign_key,
         "table task_history: foreign key (agent_name) REFERENCES agent_states (name): missing", True,
     ),
 }
@@ -258,9 +269,9 @@ SPOILS = {
 
 @pytest.mark.parametrize("spoil", SPOILS, ids=list(SPOILS))
 def test_each_kind_of_object_is_named_by_the_refusal_and_by_db_check(legacy_copy, tmp_path, monkeypatch, spoil):
-    name, on_legacy, on_head, message, repairable = SPOILS[spoil]
-    path = legacy_copy / f"{dict((db.name, db.default_file) for db in DATABASES)[name]}"
-    on_legacy(path)
+    name, on, message, repairable = SPOILS[spoil]
+    path = legacy_copy / get_database(name).default_file
+    on(path)
     before = digests(legacy_copy)
     result = run_cli("init")
     assert_refused_unchanged(result, legacy_copy, before, f"{name}: schema differs from release 3.0.0", message)
@@ -272,7 +283,7 @@ def test_each_kind_of_object_is_named_by_the_refusal_and_by_db_check(legacy_copy
     fresh = tmp_path / "fresh"
     monkeypatch.setenv("TG_PARSER_DATA_DIR", str(fresh))
     assert run_cli("init").exit_code == 0
-    on_head(fresh / path.name)
+    on(fresh / path.name)
     check = run_cli("db", "check", "--only", name)
     assert check.exit_code == 1
     assert f"schema: {message}" in check.output
@@ -280,8 +291,8 @@ def test_each_kind_of_object_is_named_by_the_refusal_and_by_db_check(legacy_copy
 
 @pytest.mark.parametrize("spoil", ["extra-check", "missing-foreign-key"])
 def test_repair_removes_an_extra_check_and_restores_a_missing_foreign_key(legacy_copy, spoil):
-    name, on_legacy, _on_head, _message, _repairable = SPOILS[spoil]
-    on_legacy(legacy_copy / dict((db.name, db.default_file) for db in DATABASES)[name])
+    name, on, _message, _repairable = SPOILS[spoil]
+    on(legacy_copy / get_database(name).default_file)
     before = rows(legacy_copy)
     result = run_cli("init", "--repair")
     assert result.exit_code == 0, result.output

@@ -85,7 +85,7 @@ def _adoption(target: Target, current: tuple[str, ...], release: str | None) -> 
         return []
     if release:
         return [f"{', '.join(current)}: {release} revision, adopted by the next upgrade"]
-    return [f"(no revision): a pre-Alembic database, adopted by the next upgrade"]
+    return ["(no revision): a pre-Alembic database, adopted by the next upgrade"]
 
 
 def _primary_key_not_null(diff, db) -> bool:

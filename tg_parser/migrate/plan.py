@@ -81,7 +81,9 @@ def plan_database(
     if unknown and not release:
         raise Refused([f"{target.name}: database is newer than this tg-parser (revision {', '.join(unknown)})"])
     if release and not upgrade:
-        raise Refused([f"{target.name}: a {release} database (revision {', '.join(before)}): upgrade it first, which adopts it"])
+        raise Refused(
+            [f"{target.name}: a {release} database (revision {', '.join(before)}): upgrade it first, which adopts it"]
+        )
     plan = DatabasePlan(target, before)
     start = before
     if upgrade and (release or not before) and target.holds_data():

@@ -97,7 +97,11 @@ def plan(connection: Connection, baseline: Schema, ddl, found: Schema, differenc
 
     `ddl` is the baseline's (type, table, sql) as the baseline wrote them to sqlite_master.
     """
-    problems = [f"--repair cannot fix this: {d} ({reason})" for d in differences if (reason := _not_repairable(d, baseline, found))]
+    problems = [
+        f"--repair cannot fix this: {d} ({reason})"
+        for d in differences
+        if (reason := _not_repairable(d, baseline, found))
+    ]
     if problems:
         raise CannotRepair(problems)
     rebuilds = []
@@ -171,7 +175,9 @@ def _not_repairable(difference: Difference, baseline: Schema, found: Schema) -> 
     want = next(c.type for c in baseline.tables[difference.table].columns if c.name == column)
     have = next(c.type for c in found.tables[difference.table].columns if c.name == column)
     if affinity(want) != affinity(have):
-        return f"{have} has SQLite type affinity {affinity(have)}, {want} has {affinity(want)}: stored values could change"
+        return (
+            f"{have} has SQLite type affinity {affinity(have)}, {want} has {affinity(want)}: stored values could change"
+        )
     return None
 
 
@@ -195,7 +201,9 @@ def _rowid_alias(table: TableShape) -> bool:
     )
 
 
-def _rows_against(connection: Connection, table: str, expected: TableShape, have: TableShape, found: Schema) -> list[str]:
+def _rows_against(
+    connection: Connection, table: str, expected: TableShape, have: TableShape, found: Schema
+) -> list[str]:
     """A line for each constraint the rebuild adds that some rows break."""
     problems = []
     nullable = {c.name: c.nullable for c in have.columns}
@@ -246,12 +254,15 @@ def _offending(connection: Connection, table: str, constraint: str, columns: tup
         return []
     shown = ", ".join(["rowid", *map(_quote, columns)])
     rows = connection.exec_driver_sql(f"SELECT {shown} {source} ORDER BY rowid LIMIT {SHOWN_ROWS}").all()
-    listed = ", ".join(
-        f"rowid {row[0]}" + (f" ({', '.join(f'{c}={_show(v)}' for c, v in zip(columns, row[1:], strict=True))})" if columns else "")
-        for row in rows
-    )
+    listed = ", ".join(_row(row[0], columns, row[1:]) for row in rows)
     more = f", and {count - len(rows)} more" if count > len(rows) else ""
     return [f"--repair cannot rebuild {table}: {count} row(s) break {constraint}: {listed}{more}"]
+
+
+def _row(rowid: int, columns: tuple[str, ...], values) -> str:
+    """`rowid 3 (topic_id='a', time_from=NULL)`: enough to find the row and see why."""
+    shown = ", ".join(f"{column}={_show(value)}" for column, value in zip(columns, values, strict=True))
+    return f"rowid {rowid}" + (f" ({shown})" if shown else "")
 
 
 def _action(difference: Difference) -> str:
