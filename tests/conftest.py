@@ -144,7 +144,7 @@ def tg_parser_run(*args: str, projects: Path | None = None, env: dict | None = N
 _HOLD_WRITE_LOCK = """
 import sqlite3, sys
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-connection.execute("BEGIN IMMEDIATE")
+connection.execute("BEGIN " + sys.argv[2])
 print("locked", flush=True)
 sys.stdin.read()
 connection.execute("ROLLBACK")
@@ -152,10 +152,15 @@ connection.execute("ROLLBACK")
 
 
 @contextmanager
-def write_locked(path: Path):
-    """Another process holding `path`'s SQLite write lock, as a collector in mid-write would, until the block ends."""
+def write_locked(path: Path, mode: str = "IMMEDIATE"):
+    """Another process holding `path`'s SQLite write lock, as a collector in mid-write would, until the block ends.
+
+    IMMEDIATE: a writer that has not spilled to the file yet (readers go on); EXCLUSIVE: one that
+    has, or is committing (readers wait too).
+    """
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

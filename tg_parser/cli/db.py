@@ -28,6 +28,12 @@ no_backup_option = click.option("--no-backup", is_flag=True, help="Do not back u
 plan_option = click.option(
     "--plan", "show_plan", is_flag=True, help="Print what would run, per database, and change nothing."
 )
+repair_option = click.option(
+    "--repair",
+    is_flag=True,
+    help="Rebuild tables of an earlier release that differ from the baseline only in constraints, indexes or"
+    " type spelling into its exact form (rows copied and verified), then adopt them.",
+)
 # "-1" is a revision, not an option: let it through as the REVISION argument.
 takes_relative_revisions = {"ignore_unknown_options": True}
 
@@ -42,7 +48,9 @@ def single_target(settings, only) -> Target:
     return Target.from_settings(get_database(only[0]), settings)
 
 
-def options(settings, *, no_backup: bool = False, yes: bool = False, question: str = "Downgrade anyway?"):
+def options(
+    settings, *, no_backup: bool = False, yes: bool = False, repair: bool = False, question: str = "Downgrade anyway?"
+):
     from tg_parser.migrate.orchestrator import Options
 
     return Options(
@@ -54,6 +62,7 @@ def options(settings, *, no_backup: bool = False, yes: bool = False, question: s
         progress=render.progress,
         waiting=render.waiting,
         configured=selected_targets(settings, ()),
+        repair=repair,
     )
 
 
@@ -84,15 +93,19 @@ def db() -> None:
 @click.argument("revision", default="head")
 @only_option
 @no_backup_option
+@repair_option
 @click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
 @plan_option
 @json_option
 @click.pass_obj
-def upgrade(settings, revision: str, only, no_backup: bool, sql: bool, show_plan: bool, as_json: bool) -> None:
+def upgrade(
+    settings, revision: str, only, no_backup: bool, repair: bool, sql: bool, show_plan: bool, as_json: bool
+) -> None:
     """Upgrade to REVISION (default: head).
 
-    Databases run in the order ingestion, raw, processing. Databases of releases 1.x-3.0.0 (tables but no version table) are adopted first. Every
-    database runs in one transaction, committed only when all succeeded.
+    Databases run in the order ingestion, raw, processing. Databases of earlier releases
+    (1.x-3.0.0 without a version table, or stamped by TG_parser 3.1's own Alembic) are adopted
+    first. Every database runs in one transaction, committed only when all succeeded.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
@@ -100,11 +113,12 @@ def upgrade(settings, revision: str, only, no_backup: bool, sql: bool, show_plan
     if show_plan:
         _print_plan(settings, targets, revision, True, as_json)
     elif sql:
-        render.guarded(lambda: [render.upgrade_sql(t, revision) for t in targets])
+        render.guarded(lambda: [render.upgrade_sql(t, revision, repair) for t in targets])
     else:
         from tg_parser.migrate.orchestrator import upgrade as run_upgrade
 
-        render.run_migration(run_upgrade, targets, revision, options(settings, no_backup=no_backup))
+        run = options(settings, no_backup=no_backup, repair=repair)
+        render.run_migration(run_upgrade, targets, revision, run)
 
 
 @db.command(context_settings=takes_relative_revisions)

@@ -10,7 +10,7 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli import logs, render
-from tg_parser.cli.db import db, options, selected_targets
+from tg_parser.cli.db import db, options, repair_option, selected_targets
 from tg_parser.cli.llm import llm
 from tg_parser.core.settings import (
     SettingsError,
@@ -19,7 +19,6 @@ from tg_parser.core.settings import (
     load_retry_settings,
     load_settings,
 )
-
 
 
 class TgParserGroup(logs.LoggedGroup):
@@ -63,8 +62,9 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
 
 @cli.command()
 @click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
+@repair_option
 @click.pass_obj
-def init(settings, no_backup: bool) -> None:
+def init(settings, no_backup: bool, repair: bool) -> None:
     """Create or upgrade all three databases to head.
 
     Databases of earlier releases are adopted; everything runs as in `tg-parser db upgrade`.
@@ -72,7 +72,7 @@ def init(settings, no_backup: bool) -> None:
     from tg_parser.migrate.orchestrator import upgrade
 
     targets = selected_targets(settings, ())
-    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup))
+    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup, repair=repair))
 
 
 def _warn_about_env_file(path: Path) -> None:

@@ -121,6 +121,8 @@ def run_migration(function, targets: list[Target], revision: str, options) -> No
     held = max(o.held_seconds for o in changed)
     parts = [f"{reverted} revision(s) reverted" if reverted else f"{applied} revision(s) applied"]
     parts += [f"{adopted} database(s) adopted"] if adopted else []
+    rebuilt = sum(len(o.rebuilt) for o in changed)
+    parts += [f"{rebuilt} table(s) rebuilt"] if rebuilt else []
     parts += [f"{backups} backup(s) taken"] if backups else []
     click.echo(f"Committed {', '.join(o.name for o in changed)}: {', '.join(parts)}, in {time.perf_counter() - started:.2f} s.")
     click.echo(f"Writers to these databases waited at most {held:.2f} s.")
@@ -131,10 +133,12 @@ def outcome(outcome) -> None:
     click.echo(f"{outcome.name:<{NAME_WIDTH}} {outcome.location}")
     if outcome.backup:
         click.echo(f"  backed up to {outcome.backup.path}")
+    for table, rows in outcome.rebuilt.items():
+        click.echo(f"  rebuilt {table} into the baseline's form ({rows} rows; count and checksum verified)")
     if outcome.adoption:
         created = ", ".join(outcome.adoption.missing_tables)
         click.echo(
-            f"  adopted a pre-Alembic database as {outcome.adoption.baseline}"
+            f"  adopted {outcome.adoption.origin} as {outcome.adoption.baseline}"
             + (f" (created {created})" if created else "")
         )
     for step in outcome.steps:
@@ -177,10 +181,10 @@ def transfer(reports: list) -> None:
         click.echo(f"Transferred {total:,} rows in {len(reports)} tables; every count and checksum matches.")
 
 
-def upgrade_sql(target: Target, revision: str) -> None:
+def upgrade_sql(target: Target, revision: str, repair: bool = False) -> None:
     from tg_parser.migrate.orchestrator import upgrade_sql as write_upgrade_sql
 
-    write_upgrade_sql(target, revision, sys.stdout)
+    write_upgrade_sql(target, revision, sys.stdout, repair)
 
 
 def print_json(entries: list[dict], **extra) -> None:
@@ -196,9 +200,14 @@ def statuses(targets: list[Target]):
 
 
 def exit_if_unreadable(found) -> None:
-    """Every database has been shown; one that could not be read still makes the command fail."""
-    if any(s.state == "unreadable" for s in found):
+    """Every database has been shown; one that could not be read still makes the command fail:
+    3 for one that is not a database, 1 for one another process kept locked (as a lock timeout)."""
+    from tg_parser.migrate.status import BUSY, UNREADABLE
+
+    if any(s.state == UNREADABLE for s in found):
         sys.exit(EXIT_REFUSED)
+    if any(s.state == BUSY for s in found):
+        sys.exit(EXIT_FAILED)
 
 
 def current(targets: list[Target], as_json: bool) -> None:

@@ -1,7 +1,9 @@
 """`db check`: is each project linear, each database at head, and its schema what the code says?
 
-Autogenerate alone misses partial-index predicates and unnamed CHECKs, so the reflected
-schema is compared too.
+Autogenerate alone misses partial-index predicates, unnamed CHECK and UNIQUE constraints,
+triggers and views, so the reflected schema is compared too. A database an earlier release
+made (no version table, or TG_parser 3.1's revision) is not at head: the check says whether
+the next upgrade adopts it, or lists why it would refuse.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from dataclasses import dataclass, field
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import UniqueConstraint
 
-from tg_parser.migrate.status import AT_HEAD, NO_FILE, Status, status
+from tg_parser.migrate import adopt
+from tg_parser.migrate.status import AT_HEAD, BUSY, NO_FILE, Status, status
 from tg_parser.migrate.target import Target
-from tg_parser.storage.schema_compare import compare, expected_snapshot, snapshot
+from tg_parser.storage.schema_compare import ForeignKeyShape, compare, expected_snapshot, snapshot
 
 
 @dataclass
@@ -27,8 +31,9 @@ class CheckResult:
 
     @property
     def refused(self) -> bool:
-        """The database cannot be checked at all: unreadable, or newer than this tg-parser."""
-        return self.status.problem is not None
+        """The database cannot be checked at all: unreadable, or newer than this tg-parser
+        (one another process keeps locked is a failure to retry, not a refusal)."""
+        return self.status.problem is not None and self.status.state != BUSY
 
     def as_json(self) -> dict:
         return {**self.status.as_json(), "ok": self.ok, "problems": self.problems}
@@ -47,6 +52,9 @@ def check(target: Target) -> CheckResult:
     if found.state == NO_FILE:
         result.problems.append("database does not exist yet (run tg-parser init)")
         return result
+    if found.adoptable:
+        result.problems += _adoption(target, tuple(found.current), target.db.earlier_release(tuple(found.current)))
+        return result
     if found.state != AT_HEAD:
         result.problems.append(
             f"at {', '.join(found.current) or '(no revision)'}, not at head {', '.join(found.heads)}"
@@ -62,7 +70,7 @@ def check(target: Target) -> CheckResult:
         diffs = compare_metadata(context, db.metadata)
         if connection.dialect.name != "sqlite":
             diffs = [diff for diff in diffs if not _primary_key_not_null(diff, db)]
-        found_schema = {n: s for n, s in snapshot(connection).items() if n not in db.foreign_tables}
+        found_schema = snapshot(connection).without(db.foreign_tables)
         expected = expected_snapshot(db.metadata, connection)
         reflected = compare(expected, found_schema)
     result.problems += reflected
@@ -81,10 +89,18 @@ def describe_diff(diff) -> str:
     if kind in ("add_column", "remove_column"):
         where = "missing from the database" if kind == "add_column" else "not in the schema code"
         return f"table {diff[2]}: column {diff[3].name}: {where}"
-    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint"):
-        what = "index" if "index" in kind else "constraint"
-        where = "missing from the database" if kind.startswith("add") else "not in the schema code"
-        return f"table {diff[1].table.name}: {what} {diff[1].name}: {where}"
+    where = "missing from the database" if kind.startswith("add") else "not in the schema code"
+    if kind in ("add_index", "remove_index"):
+        return f"table {diff[1].table.name}: index {diff[1].name}: {where}"
+    if kind in ("add_constraint", "remove_constraint"):
+        columns = ", ".join(column.name for column in diff[1].columns)
+        what = f"UNIQUE ({columns})" if isinstance(diff[1], UniqueConstraint) else f"constraint {diff[1].name}"
+        return f"table {diff[1].table.name}: {what}: {where}"
+    if kind in ("add_fk", "remove_fk"):
+        key = diff[1]
+        shape = ForeignKeyShape(tuple(key.column_keys), key.referred_table.name,
+                                tuple(element.column.name for element in key.elements))
+        return f"table {key.parent.name}: {shape}: {where}"
     if kind.startswith("modify_"):
         _kind, _schema, table, column, _existing, database, code = diff
         return f"table {table}: column {column}: {kind.removeprefix('modify_')} is {database!r} in the database, {code!r} in the schema code"
@@ -95,6 +111,20 @@ def _said(line: str, reflected: list[str]) -> bool:
     """The reflected comparison already named this table and object: say it once."""
     head = ": ".join(line.split(": ")[:2])
     return any(problem.startswith(head) for problem in reflected)
+
+
+def _adoption(target: Target, current: tuple[str, ...], release: str | None) -> list[str]:
+    """What the next upgrade does with a database an earlier release made: adopt it, or refuse and why."""
+    with target.connect() as connection:
+        try:
+            adoption = adopt.plan(target, connection, current)
+        except adopt.AdoptionRefused as refusal:
+            return [f"{', '.join(current) or '(no revision)'}: the next upgrade refuses it:"] + refusal.problems
+    if adoption is None:
+        return []
+    if release:
+        return [f"{', '.join(current)}: {release} revision, adopted by the next upgrade"]
+    return ["(no revision): a pre-Alembic database, adopted by the next upgrade"]
 
 
 def _primary_key_not_null(diff, db) -> bool:

@@ -60,12 +60,12 @@ def _rehearse(db: Database, start: tuple[str, ...], steps: tuple[tuple[str, bool
             for head in start:
                 command.upgrade(config, head)
             for revision, upgrade in steps:
-                before = snapshot(connection)
+                before = snapshot(connection).tables
                 if upgrade:
                     command.upgrade(config, revision)
                 else:
                     command.downgrade(config, scratch.script.get_revision(revision).down_revision or "base")
-                after = snapshot(connection)
+                after = snapshot(connection).tables
                 to_base = not upgrade and not MigrationContext.configure(
                     connection, opts={"version_table": db.version_table}
                 ).get_current_heads()

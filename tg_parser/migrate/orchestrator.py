@@ -51,6 +51,8 @@ class Options:
     """Told when a database is in use by another process and the run starts waiting for it."""
     configured: Sequence[Target] = ()
     """Every configured database, selected or not: none may share a file with a selected one."""
+    repair: bool = False
+    """Rebuild tables that differ from the baseline only in ways a rebuild removes, then adopt (`--repair`)."""
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Outcome:
     after: tuple[str, ...] = ()
     steps: list[Step] = field(default_factory=list)
     adoption: adopt.Adoption | None = None
+    rebuilt: dict[str, int] = field(default_factory=dict)
+    """Each table `--repair` rebuilt, with its row count (verified with the content checksum)."""
     backup: backup.Backup | None = None
     held_seconds: float = 0.0
     """How long the run held the database's write lock (other writers waited that long at most)."""
@@ -101,7 +105,7 @@ def _logs_refusals(function):
 @_logs_refusals
 def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Options, report) -> list[Outcome]:
     refuse_unsafe_files(targets, options.backups_dir if options.backup else None, options.configured)
-    preview = _plan_all(targets, None, upgrading, revision)
+    preview = _plan_all(targets, None, upgrading, revision, repair=options.repair)
     confirmed = set() if upgrading else _confirm(preview, options)
     outcomes = {t.name: Outcome(t.name, t.location, ()) for t in targets}
     working: set[str] = set()
@@ -110,7 +114,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
         transactions = HeldTransactions(targets, options.lock_timeout, _waiting(options))
         try:
             with transactions:
-                plans = _plan_all(targets, transactions, upgrading, revision)
+                plans = _plan_all(targets, transactions, upgrading, revision, repair=options.repair)
                 for plan in plans:
                     _log_plan(plan)
                     transactions.note_revision(plan.name, plan.before)
@@ -211,20 +215,25 @@ def _unwritable(file: Path) -> list[str]:
 
 
 def _plan_all(
-    targets: list[Target], transactions: HeldTransactions | None, upgrading: bool, revision: str, rehearse: bool = False
+    targets: list[Target],
+    transactions: HeldTransactions | None,
+    upgrading: bool,
+    revision: str,
+    rehearse: bool = False,
+    repair: bool = False,
 ):
     """Plan every database, gathering every refusal before raising (usage problems first)."""
     plans, refusals, usage = [], [], []
     for target in targets:
         try:
             if transactions is not None:
-                plans.append(plan_database(target, transactions.connection(target), upgrading, revision, rehearse))
+                plans.append(plan_database(target, transactions.connection(target), upgrading, revision, rehearse, repair))
             elif not target.exists():
-                plans.append(plan_database(target, None, upgrading, revision, rehearse))
+                plans.append(plan_database(target, None, upgrading, revision, rehearse, repair))
             else:
                 target.current()  # checks first that a file is a SQLite database at all
                 with target.connect() as connection:
-                    plans.append(plan_database(target, connection, upgrading, revision, rehearse))
+                    plans.append(plan_database(target, connection, upgrading, revision, rehearse, repair))
         except Refused as refusal:
             refusals += refusal.problems
         except Unreadable as error:
@@ -302,7 +311,7 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
         return
     target = plan.target
     if plan.adoption is not None:
-        adopt.apply(target, plan.adoption, connection)
+        outcome.rebuilt = adopt.apply(target, plan.adoption, connection)
         outcome.adoption = plan.adoption
     ran: list[Step] = []
     clock = [time.perf_counter()]
@@ -339,7 +348,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-def upgrade_sql(target: Target, revision: str, out) -> None:
+def upgrade_sql(target: Target, revision: str, out, repair: bool = False) -> None:
     """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode).
 
     A range (`base:head`) is rendered as asked, whatever the database holds."""
@@ -350,7 +359,7 @@ def upgrade_sql(target: Target, revision: str, out) -> None:
         except CommandError as error:
             raise UsageProblem(f"{target.name}: cannot render {revision!r}: {error}") from error
         return
-    (plan,) = _plan_all([target], None, True, revision)
+    (plan,) = _plan_all([target], None, True, revision, repair=repair)
     before = plan.before
     if len(before) > 1:
         raise Refused([f"{target.name}: --sql needs a single current revision, found {', '.join(before)}"])
@@ -358,11 +367,15 @@ def upgrade_sql(target: Target, revision: str, out) -> None:
         out.write(f"-- {target.name}: already at {', '.join(before) or 'base'}, nothing to run\n")
         return
     if plan.adoption is not None:
+        for rebuild in plan.repair.rebuilds if plan.repair else ():
+            out.write(f"-- {target.name}: --repair: {rebuild.describe()}; its count and checksum are compared after\n")
+            out.writelines(f"{statement};\n" for statement in rebuild.statements())
         created = ", ".join(plan.adoption.missing_tables) or "nothing to create"
-        out.write(f"-- {target.name}: adopting a pre-Alembic database ({created})\n")
+        out.write(f"-- {target.name}: adopting {plan.adoption.origin} ({created})\n")
         out.writelines(f"{statement};\n" for statement in plan.adoption.statements)
         before = (plan.adoption.baseline,)
-        out.write(f"-- {target.name}: then stamping {plan.adoption.baseline}\n")
+        replacing = f", replacing {', '.join(plan.adoption.replaced)}" if plan.adoption.replaced else ""
+        out.write(f"-- {target.name}: then stamping {plan.adoption.baseline}{replacing}\n")
     out.write(f"-- {target.name}: {target.location}\n")
     span = f"{before[0]}:{revision}" if before else revision
     command.upgrade(target.config(output=out), span, sql=True)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from tg_parser.migrate import adopt
 from tg_parser.migrate.destructive import mark_destructive
 from tg_parser.migrate.errors import Refused, Unreadable, UsageProblem
+from tg_parser.migrate.repair import Repair
 from tg_parser.migrate.target import Target
 
 # SQL that cannot run inside the run's transaction: it fails there, or (PRAGMA) silently does nothing.
@@ -59,30 +60,46 @@ class DatabasePlan:
         return [reason for step in self.steps for reason in step.destructive]
 
     @property
+    def repair(self) -> Repair | None:
+        """The table rebuilds the run does before adopting (`--repair`)."""
+        return self.adoption.repair if self.adoption else None
+
+    @property
     def needs_work(self) -> bool:
         return bool(self.steps) or self.adoption is not None
 
 
 def plan_database(
-    target: Target, connection: Connection | None, upgrade: bool, revision: str, rehearse_upgrades: bool = False
+    target: Target,
+    connection: Connection | None,
+    upgrade: bool,
+    revision: str,
+    rehearse_upgrades: bool = False,
+    repair: bool = False,
 ) -> DatabasePlan:
     """Read one database through `connection` and plan the run; raise Refused or UsageProblem.
 
     Downgrade steps are always rehearsed (what they destroy needs confirming); upgrade steps only
-    when asked (`--plan`), since a rehearsal runs the revision's code once more.
+    when asked (`--plan`), since a rehearsal runs the revision's code once more. `repair`: rebuild
+    tables whose differences from the baseline a rebuild removes (adoption only).
     """
     try:
         before = target.current(connection)
     except Unreadable as error:
         raise Refused([f"{target.name}: {error}"]) from error
+    release = target.db.earlier_release(before)
     unknown = target.unknown_revisions(before)
     if unknown:
         raise Refused([f"{target.name}: database is newer than this tg-parser (unknown revision {', '.join(unknown)})"])
+    if release and not upgrade:
+        raise Refused(
+            [f"{target.name}: a {release} database (revision {', '.join(before)}): upgrade it first, which adopts it"]
+        )
     plan = DatabasePlan(target, before)
     start = before
-    if upgrade and not before and target.holds_data():
+    if upgrade and (release or not before) and target.holds_data():
         try:
-            plan.adoption = adopt.plan(target, connection)
+            plan.adoption = adopt.plan(target, connection, before, repair)
         except adopt.AdoptionRefused as refusal:
             raise Refused([f"{target.name}: {p}" for p in refusal.problems]) from refusal
         if plan.adoption is not None:

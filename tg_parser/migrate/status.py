@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 
 from tg_parser.migrate.errors import Unreadable
 from tg_parser.migrate.target import Target
+from tg_parser.storage.lock import LockTimeout
 
 NO_FILE = "no file yet"
 EMPTY = "empty"
@@ -19,7 +20,10 @@ AT_HEAD = "at head"
 BEHIND = "behind head"
 NEWER = "newer than this tg-parser"
 UNVERSIONED = "no version table: adopted by the next upgrade"
+EARLIER = "revision, adopted by the next upgrade"
+"""After the release's name: `TG_parser 3.1 revision, adopted by the next upgrade`."""
 UNREADABLE = "unreadable"
+BUSY = "in use by another process"
 
 
 @dataclass
@@ -40,6 +44,11 @@ class Status:
     def at_head(self) -> bool:
         return self.state == AT_HEAD
 
+    @property
+    def adoptable(self) -> bool:
+        """Made by an earlier release: the next upgrade adopts it (or says why it cannot)."""
+        return self.state == UNVERSIONED or self.state.endswith(EARLIER)
+
 
 def status(target: Target) -> Status:
     heads = list(target.heads())
@@ -49,7 +58,10 @@ def status(target: Target) -> Status:
     try:
         found.current = list(target.current())
         unknown = target.unknown_revisions(found.current)
-        if unknown:
+        release = target.db.earlier_release(tuple(found.current))
+        if release:
+            found.state = f"{release} {EARLIER}"
+        elif unknown:
             found.state = NEWER
             found.problem = f"database is newer than this tg-parser (unknown revision {', '.join(unknown)})"
         elif not found.current:
@@ -58,6 +70,8 @@ def status(target: Target) -> Status:
             found.state = AT_HEAD if set(found.current) == set(heads) else BEHIND
     except Unreadable as error:
         found.state, found.problem = UNREADABLE, str(error)
+    except LockTimeout as error:
+        found.state, found.problem = BUSY, str(error)
     return found
 
 
@@ -77,6 +91,10 @@ def describe(found: Status) -> str:
         return f"{revisions} (behind head {', '.join(found.heads)})"
     if found.state == NEWER:
         return f"{revisions} (unknown revision: newer than this tg-parser)"
+    if found.adoptable:
+        return f"{revisions} ({found.state})" if revisions else f"({found.state})"
     if found.state == UNREADABLE:
         return f"(unreadable: {found.problem})"
+    if found.state == BUSY:
+        return f"({found.problem})"
     return f"({found.state})"

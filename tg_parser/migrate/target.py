@@ -18,8 +18,8 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from tg_parser.core.settings import Settings
 from tg_parser.migrate.errors import Unreadable
 from tg_parser.storage.databases import Database
-from tg_parser.storage.engine import make_engine
-from tg_parser.storage.lock import file_identity
+from tg_parser.storage.engine import SQLITE_BUSY_TIMEOUT_S, make_engine
+from tg_parser.storage.lock import file_identity, is_busy, timed_out
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,12 @@ class Target:
     url: URL
     location: str
     sqlite_file: Path | None
+    lock_timeout: float = SQLITE_BUSY_TIMEOUT_S
+    """How long a read waits while another process holds the database locked (TG_PARSER_LOCK_TIMEOUT)."""
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> Target:
-        return cls(db, settings.url(db), settings.location(db), settings.sqlite_file(db))
+        return cls(db, settings.url(db), settings.location(db), settings.sqlite_file(db), settings.lock_timeout)
 
     @classmethod
     def in_memory(cls, db: Database) -> Target:
@@ -58,7 +60,10 @@ class Target:
         return tuple(self.script.get_heads())
 
     def unknown_revisions(self, revisions) -> list[str]:
-        """Those of `revisions` this project does not have: the database is newer than this code."""
+        """Those of `revisions` this project does not have: the database is newer than this code
+        (an earlier release's own revision, which the next upgrade adopts, is not unknown)."""
+        if self.db.earlier_release(tuple(revisions)):
+            return []
         known = {script.revision for script in self.script.walk_revisions()}
         return [revision for revision in revisions if revision not in known]
 
@@ -79,7 +84,7 @@ class Target:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        engine = make_engine(self.url)
+        engine = make_engine(self.url, busy_timeout=self.lock_timeout)
         try:
             with engine.connect() as connection:
                 yield connection
@@ -90,6 +95,7 @@ class Target:
         """The revisions the database is at; empty for a new or unversioned database.
 
         Read through `connection` when given (a run's held transaction), else a connection of its own.
+        A SQLite file another process keeps locked past the lock timeout raises LockTimeout.
         """
         if not self.exists():
             return ()
@@ -101,6 +107,8 @@ class Target:
             with self.connect() as own:
                 return self._read_version(own)
         except (DatabaseError, OperationalError) as error:
+            if is_busy(error):
+                raise timed_out(self.location, self.lock_timeout) from None
             raise Unreadable(f"cannot read {self.location}: {error.orig}") from error
 
     def _read_version(self, connection: Connection) -> tuple[str, ...]:

@@ -23,6 +23,12 @@ class Database:
     """File name inside the data dir when no path or URL is configured."""
     setting_stem: str
     """Prefix of the 3.0.0 settings: `<STEM>_DB_PATH` and `<STEM>_DB_URL`."""
+    release_3_1_revision: str
+    """The revision TG_parser 3.1's own Alembic history stamped into this database's version table.
+
+    3.1 named its version tables like ours but its revisions differ: its README told users to
+    stamp their 3.0.0 databases, so such a database has 3.0.0's schema and this revision.
+    """
 
     @property
     def version_table(self) -> str:
@@ -67,6 +73,10 @@ class Database:
             for name in (*other.metadata.tables, other.version_table)
         )
 
+    def earlier_release(self, revisions: tuple[str, ...]) -> str | None:
+        """The earlier release whose own revision the version table holds (the next upgrade adopts it)."""
+        return RELEASE_3_1 if tuple(revisions) == (self.release_3_1_revision,) else None
+
     def is_nullable_primary_key(self, table: str, column: str) -> bool:
         """A primary-key column the 3.0.0 schema left nullable (as SQLite allows for TEXT keys).
 
@@ -81,10 +91,12 @@ class Database:
         return type_ != "table" or not (name in self.foreign_tables or name.startswith("sqlite_"))
 
 
+RELEASE_3_1 = "TG_parser 3.1"
+
 DATABASES: tuple[Database, ...] = (
-    Database("ingestion", "ingestion_state.sqlite", "INGESTION_STATE"),
-    Database("raw", "raw_storage.sqlite", "RAW_STORAGE"),
-    Database("processing", "processing_storage.sqlite", "PROCESSING_STORAGE"),
+    Database("ingestion", "ingestion_state.sqlite", "INGESTION_STATE", release_3_1_revision="89f91e768b9b"),
+    Database("raw", "raw_storage.sqlite", "RAW_STORAGE", release_3_1_revision="5c658f04eff0"),
+    Database("processing", "processing_storage.sqlite", "PROCESSING_STORAGE", release_3_1_revision="f40d85317f03"),
 )
 NAMES: tuple[str, ...] = tuple(db.name for db in DATABASES)
 

@@ -65,7 +65,7 @@ def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -
         try:
             return connection.begin()
         except OperationalError as error:
-            if not _is_busy(error):
+            if not is_busy(error):
                 raise
         if on_wait:
             on_wait()
@@ -73,14 +73,15 @@ def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -
         try:
             return connection.begin()
         except OperationalError as error:
-            if _is_busy(error):
+            if is_busy(error):
                 raise timed_out(where, timeout) from None
             raise
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
 
-def _is_busy(error: OperationalError) -> bool:
+def is_busy(error: OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY: another connection holds the lock this one needs."""
     return "database is locked" in str(error.orig)
 
 

@@ -1,27 +1,30 @@
-"""Reflected-schema comparison: what a database really contains, compared field by field.
+"""Reflected-schema comparison: what a database really contains, compared object by object.
 
-Alembic's autogenerate ignores partial-index predicates and unnamed CHECKs, so this
-module reflects everything the 3.0.0 schema relies on: columns in order with types,
-nullability and defaults; primary and foreign keys; indexes with uniqueness, DESC and
-WHERE; CHECK expressions; AUTOINCREMENT. Used by the schema tests, adoption and `db check`.
+Alembic's autogenerate ignores partial-index predicates, unnamed CHECK and UNIQUE constraints,
+triggers and views, so this module reflects every kind of schema object: columns in order with
+their declared types, nullability and defaults; primary keys; foreign keys with their ON DELETE;
+UNIQUE and CHECK constraints; indexes with uniqueness, column order, DESC and WHERE; triggers;
+views; AUTOINCREMENT and WITHOUT ROWID. Used by the schema tests, adoption, repair and `db check`.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import MetaData, create_engine, inspect
+from sqlalchemy import MetaData, create_engine, inspect, text
 from sqlalchemy.engine import Connection
 
 _IGNORED_TABLE = re.compile(r"^(sqlite_|alembic_version)")
+_ACTIONS = {"ondelete": "ON DELETE", "onupdate": "ON UPDATE"}
 
 
 @dataclass(frozen=True)
 class ColumnShape:
     name: str
     type: str
+    """As declared (SQLite keeps the spelling: `INT` is not `INTEGER` for a primary key)."""
     nullable: bool
     default: str | None
 
@@ -34,13 +37,65 @@ class IndexShape:
 
 
 @dataclass(frozen=True)
+class ForeignKeyShape:
+    columns: tuple[str, ...]
+    table: str
+    referred: tuple[str, ...]
+    options: tuple[tuple[str, str], ...] = ()
+    """ON DELETE, ON UPDATE, DEFERRABLE as reflected."""
+
+    def __str__(self) -> str:
+        actions = "".join(f" {_ACTIONS.get(key, key.upper())} {value}" for key, value in self.options)
+        return f"foreign key ({', '.join(self.columns)}) REFERENCES {self.table} ({', '.join(self.referred)}){actions}"
+
+
+@dataclass(frozen=True)
 class TableShape:
     columns: tuple[ColumnShape, ...]
     primary_key: tuple[str, ...]
-    foreign_keys: frozenset[tuple]
+    foreign_keys: frozenset[ForeignKeyShape]
     indexes: dict[str, IndexShape]
     checks: frozenset[str]
     autoincrement: bool
+    unique: frozenset[tuple[str, ...]] = frozenset()
+    triggers: dict[str, str] = field(default_factory=dict)
+    """Trigger name → its normalized CREATE TRIGGER statement."""
+    without_rowid: bool = False
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: dict[str, TableShape]
+    views: dict[str, str] = field(default_factory=dict)
+    """View name → its normalized definition."""
+
+    def without(self, names) -> Schema:
+        """The same schema without the tables `names` (another database's, in a shared server database)."""
+        return Schema({n: s for n, s in self.tables.items() if n not in names}, self.views)
+
+    def only(self, names) -> Schema:
+        return Schema({n: s for n, s in self.tables.items() if n in names}, self.views)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One schema object missing, not expected, or different: one readable line."""
+
+    table: str | None
+    """None for a view."""
+    kind: str
+    """table, view, column, column order, primary key, autoincrement, without rowid,
+    foreign key, unique, check, index or trigger."""
+    detail: str
+    label: str = ""
+    """The object as shown: `column views`, `UNIQUE (a, b)`, `index x`."""
+    field: str = ""
+    """For a column: type, nullable or default."""
+
+    def __str__(self) -> str:
+        if self.table is None:
+            return f"view {self.label}: {self.detail}"
+        return f"table {self.table}: " + (f"{self.label}: " if self.label else "") + self.detail
 
 
 def normalize_sql(text: str | None) -> str | None:
@@ -64,36 +119,40 @@ def _balanced(text: str) -> bool:
     return depth == 0
 
 
-def snapshot(connection: Connection, tables: set[str] | None = None, schema: str | None = None) -> dict[str, TableShape]:
-    """The shape of every user table (or of `tables`), version tables excluded."""
+def snapshot(connection: Connection, schema: str | None = None) -> Schema:
+    """The shape of every user table (version tables excluded) and view."""
     inspector = inspect(connection)
-    names = [n for n in inspector.get_table_names(schema=schema) if not _IGNORED_TABLE.match(n)]
-    if tables is not None:
-        names = [n for n in names if n in tables]
-    return {name: _table(connection, inspector, name, schema) for name in sorted(names)}
+    names = sorted(n for n in inspector.get_table_names(schema=schema) if not _IGNORED_TABLE.match(n))
+    views = {
+        name: normalize_sql(inspector.get_view_definition(name, schema=schema))
+        for name in sorted(inspector.get_view_names(schema=schema))
+    }
+    return Schema({name: _table(connection, inspector, name, schema) for name in names}, views)
 
 
 def _table(connection: Connection, inspector, name: str, schema: str | None) -> TableShape:
     sqlite = connection.dialect.name == "sqlite"
     primary_key = tuple(inspector.get_pk_constraint(name, schema=schema)["constrained_columns"])
     reflected_columns = inspector.get_columns(name, schema=schema)
+    declared = _declared_types(connection, name) if sqlite else {}
     columns = []
     for column in reflected_columns:
-        type_ = column["type"].compile(dialect=connection.dialect).upper()
+        type_ = declared.get(column["name"]) or column["type"].compile(dialect=connection.dialect).upper()
         nullable = bool(column["nullable"])
         if sqlite and primary_key == (column["name"],) and type_ == "INTEGER":
             nullable = False  # a rowid alias can never hold NULL, whatever PRAGMA says
         columns.append(ColumnShape(column["name"], type_, nullable, normalize_sql(column["default"])))
     foreign_keys = frozenset(
-        (
+        ForeignKeyShape(
             tuple(fk["constrained_columns"]),
             fk["referred_table"],
             tuple(fk["referred_columns"]),
-            tuple(sorted((fk.get("options") or {}).items())),
+            tuple(sorted((k, str(v).upper()) for k, v in (fk.get("options") or {}).items())),
         )
         for fk in inspector.get_foreign_keys(name, schema=schema)
     )
     checks = frozenset(normalize_sql(c["sqltext"]) for c in inspector.get_check_constraints(name, schema=schema))
+    unique = frozenset(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema))
     indexes = {
         index["name"]: _index(connection, index)
         for index in inspector.get_indexes(name, schema=schema)
@@ -102,11 +161,41 @@ def _table(connection: Connection, inspector, name: str, schema: str | None) -> 
     if sqlite:
         sql = connection.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).scalar()
-        autoincrement = bool(re.search(r"\bAUTOINCREMENT\b", sql or "", re.IGNORECASE))
+        ).scalar() or ""
+        autoincrement = bool(re.search(r"\bAUTOINCREMENT\b", sql, re.IGNORECASE))
+        without_rowid = bool(re.search(r"\)\s*WITHOUT\s+ROWID\s*$", sql, re.IGNORECASE))
     else:
         autoincrement = any(column.get("identity") for column in reflected_columns)
-    return TableShape(tuple(columns), primary_key, foreign_keys, indexes, checks, autoincrement)
+        without_rowid = False
+    triggers = _triggers(connection, name, schema)
+    return TableShape(
+        tuple(columns), primary_key, foreign_keys, indexes, checks, autoincrement, unique, triggers, without_rowid
+    )
+
+
+def _declared_types(connection: Connection, table: str) -> dict[str, str]:
+    """SQLite's declared type of each column, as written (SQLAlchemy reflects `INT` as INTEGER)."""
+    rows = connection.exec_driver_sql(f'PRAGMA table_xinfo("{table}")').all()
+    return {row[1]: normalize_sql(row[2]).upper() for row in rows if row[2]}
+
+
+def _triggers(connection: Connection, table: str, schema: str | None) -> dict[str, str]:
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
+        ).all()
+    else:
+        qualified = f'"{schema}"."{table}"' if schema else f'"{table}"'
+        rows = connection.execute(
+            text(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgrelid = to_regclass(:table) AND NOT tgisinternal"
+            ),
+            {"table": qualified},
+        ).all()
+        if schema:  # the scratch schema's name must not make two equal triggers differ
+            rows = [(name, sql.replace(f"{qualified}.", "").replace(f"{schema}.", "")) for name, sql in rows]
+    return {name: normalize_sql(sql) for name, sql in sorted(rows)}
 
 
 def _index(connection: Connection, index: dict) -> IndexShape:
@@ -124,7 +213,7 @@ def _index(connection: Connection, index: dict) -> IndexShape:
     return IndexShape(bool(index["unique"]), columns, normalize_sql(where))
 
 
-def metadata_snapshot(metadata: MetaData) -> dict[str, TableShape]:
+def metadata_snapshot(metadata: MetaData) -> Schema:
     """The shape `metadata` gives a fresh SQLite database (built in memory)."""
     engine = create_engine("sqlite://")
     with engine.begin() as connection:
@@ -132,7 +221,7 @@ def metadata_snapshot(metadata: MetaData) -> dict[str, TableShape]:
         return snapshot(connection)
 
 
-def expected_snapshot(metadata: MetaData, connection: Connection) -> dict[str, TableShape]:
+def expected_snapshot(metadata: MetaData, connection: Connection) -> Schema:
     """The shape `metadata` gets on `connection`'s own server, so both sides are reflected alike.
 
     SQLite: built in memory. PostgreSQL: built in a scratch schema inside a transaction
@@ -151,44 +240,77 @@ def expected_snapshot(metadata: MetaData, connection: Connection) -> dict[str, T
             transaction.rollback()
 
 
-def compare(expected: dict[str, TableShape], found: dict[str, TableShape]) -> list[str]:
+def differences(expected: Schema, found: Schema) -> list[Difference]:
+    """Every difference, sorted by table; empty when the schemas are equal."""
+    found_list = [Difference(n, "table", "missing") for n in expected.tables if n not in found.tables]
+    found_list += [Difference(n, "table", "not expected") for n in found.tables if n not in expected.tables]
+    for name in sorted(expected.tables.keys() & found.tables.keys()):
+        found_list += _compare_table(name, expected.tables[name], found.tables[name])
+    found_list += [Difference(None, "view", "missing", n) for n in expected.views if n not in found.views]
+    found_list += [Difference(None, "view", "not expected", n) for n in found.views if n not in expected.views]
+    found_list += [
+        Difference(None, "view", f"expected {expected.views[n]!r}, found {found.views[n]!r}", n)
+        for n in expected.views.keys() & found.views.keys()
+        if expected.views[n] != found.views[n]
+    ]
+    return sorted(found_list, key=str)
+
+
+def compare(expected: Schema, found: Schema) -> list[str]:
     """Every difference, one readable line each; empty when the schemas are equal."""
-    problems = [f"table {name}: missing" for name in expected if name not in found]
-    problems += [f"table {name}: not expected" for name in found if name not in expected]
-    for name in expected.keys() & found.keys():
-        problems += [f"table {name}: {p}" for p in _compare_table(expected[name], found[name])]
-    return sorted(problems)
+    return [str(d) for d in differences(expected, found)]
 
 
-def _compare_table(expected: TableShape, found: TableShape) -> list[str]:
-    problems: list[str] = []
+def _compare_table(table: str, expected: TableShape, found: TableShape) -> list[Difference]:
+    problems: list[Difference] = []
+
+    def add(kind: str, detail: str, label: str = "", field: str = "") -> None:
+        problems.append(Difference(table, kind, detail, label, field))
+
     want = {c.name: c for c in expected.columns}
     have = {c.name: c for c in found.columns}
-    problems += [f"column {n}: missing" for n in want if n not in have]
-    problems += [f"column {n}: not expected" for n in have if n not in want]
-    for column_name in want.keys() & have.keys():
-        for field in ("type", "nullable", "default"):
-            a, b = getattr(want[column_name], field), getattr(have[column_name], field)
+    for name in want.keys() - have.keys():
+        add("column", "missing", f"column {name}")
+    for name in have.keys() - want.keys():
+        add("column", "not expected", f"column {name}")
+    for name in want.keys() & have.keys():
+        for attribute in ("type", "nullable", "default"):
+            a, b = getattr(want[name], attribute), getattr(have[name], attribute)
             if a != b:
-                problems.append(f"column {column_name}: {field} expected {a!r}, found {b!r}")
+                add("column", f"{attribute} expected {a!r}, found {b!r}", f"column {name}", attribute)
     if want.keys() == have.keys() and list(want) != list(have):
-        problems.append(f"column order expected {list(want)}, found {list(have)}")
-    for field in ("primary_key", "autoincrement"):
-        a, b = getattr(expected, field), getattr(found, field)
+        add("column order", f"column order expected {list(want)}, found {list(have)}")
+    for attribute in ("primary_key", "autoincrement", "without_rowid"):
+        a, b = getattr(expected, attribute), getattr(found, attribute)
         if a != b:
-            problems.append(f"{field.replace('_', ' ')} expected {a!r}, found {b!r}")
-    problems += [f"CHECK ({c}): missing" for c in sorted(expected.checks - found.checks)]
-    problems += [f"CHECK ({c}): not expected" for c in sorted(found.checks - expected.checks)]
-    problems += [f"foreign key {fk[:3]}: missing" for fk in expected.foreign_keys - found.foreign_keys]
-    problems += [f"foreign key {fk[:3]}: not expected" for fk in found.foreign_keys - expected.foreign_keys]
-    for index_name, index in expected.indexes.items():
-        other = found.indexes.get(index_name)
+            add(attribute.replace("_", " "), f"{attribute.replace('_', ' ')} expected {a!r}, found {b!r}")
+    for columns, change in _sides(expected.unique, found.unique):
+        add("unique", change, f"UNIQUE ({', '.join(columns)})")
+    for check, change in _sides(expected.checks, found.checks):
+        add("check", change, f"CHECK ({check})")
+    for key, change in _sides(expected.foreign_keys, found.foreign_keys):
+        add("foreign key", change, str(key))
+    for name, index in expected.indexes.items():
+        other = found.indexes.get(name)
         if other is None:
-            problems.append(f"index {index_name}: missing")
+            add("index", "missing", f"index {name}")
         elif other != index:
-            problems.append(f"index {index_name}: expected {_show(index)}, found {_show(other)}")
-    problems += [f"index {n}: not expected" for n in found.indexes if n not in expected.indexes]
+            add("index", f"expected {_show(index)}, found {_show(other)}", f"index {name}")
+    for name in found.indexes.keys() - expected.indexes.keys():
+        add("index", "not expected", f"index {name}")
+    for name, sql in expected.triggers.items():
+        other = found.triggers.get(name)
+        if other != sql:
+            add("trigger", "missing" if other is None else f"expected {sql!r}, found {other!r}", f"trigger {name}")
+    for name in found.triggers.keys() - expected.triggers.keys():
+        add("trigger", "not expected", f"trigger {name}")
     return problems
+
+
+def _sides(expected: frozenset, found: frozenset):
+    """(item, 'missing' or 'not expected') for what only one side has."""
+    yield from ((item, "missing") for item in sorted(expected - found, key=str))
+    yield from ((item, "not expected") for item in sorted(found - expected, key=str))
 
 
 def _show(index: IndexShape) -> str:
