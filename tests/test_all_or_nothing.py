@@ -72,7 +72,7 @@ def test_a_failure_in_processing_rolls_back_ingestion_and_raw(legacy_copy, proje
     assert "no_such_table" in result.stderr
     for name in ("ingestion", "raw", "processing"):
         assert f"  {name:<10} rolled back  ({name}_0001)" in result.stderr
-    assert "Every database was rolled back: nothing was changed." in result.stderr
+    assert "Every database was rolled back: no data was changed." in result.stderr
     assert digests(legacy_copy) == before
 
 

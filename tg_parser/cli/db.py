@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def options(
         confirm=lambda reasons: render.confirm(reasons, yes, question),
         progress=render.progress,
         waiting=render.waiting,
+        warn=lambda text: logs.human(f"warning: {text}", logging.WARNING),
         configured=selected_targets(settings, ()),
         repair=repair,
     )
@@ -379,9 +381,11 @@ def restore(settings, name: str, backup_name: str | None, yes: bool, no_backup: 
     if not render.confirm([f"{name}: {target.location} will be replaced by {chosen}"], yes, question):
         logs.human("refused: restore not confirmed (pass --yes to confirm). Nothing was changed.")
         sys.exit(render.EXIT_REFUSED)
-    safety = render.guarded(lambda: restore_database(target, chosen, options(settings, no_backup=no_backup)))
-    if safety:
-        click.echo(f"{name:<{render.NAME_WIDTH}} the replaced database was backed up to {safety.path}")
+    restored = render.guarded(lambda: restore_database(target, chosen, options(settings, no_backup=no_backup)))
+    if restored.safety:
+        click.echo(f"{name:<{render.NAME_WIDTH}} the replaced database was backed up to {restored.safety.path}")
+    if restored.damaged:
+        click.echo(f"{name:<{render.NAME_WIDTH}} the damaged file SQLite could not open was moved to {restored.damaged}")
     click.echo(f"{name:<{render.NAME_WIDTH}} restored {target.location} from {chosen.name}")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -12,6 +14,7 @@ from tg_parser import __version__
 from tg_parser.cli import logs, render
 from tg_parser.cli.db import db, options, repair_option, selected_targets
 from tg_parser.cli.llm import llm
+from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.core.settings import (
     SettingsError,
     load_llm_settings,
@@ -22,7 +25,13 @@ from tg_parser.core.settings import (
 
 
 class TgParserGroup(logs.LoggedGroup):
-    """Turns a bad setting into one line and exit code 2, whichever command hit it."""
+    """Turns a bad setting into one line and exit code 2, whichever command hit it, and a signal
+    that arrives before a command has started changing anything into its own exit code."""
+
+    def main(self, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminated)
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
@@ -30,6 +39,14 @@ class TgParserGroup(logs.LoggedGroup):
         except SettingsError as error:
             logs.human(f"error: {error}")
             sys.exit(2)
+        except KeyboardInterrupt as interruption:
+            signum = getattr(interruption, "signum", signal.SIGINT)
+            logs.human(f"interrupted by {signal.Signals(signum).name} before anything was changed")
+            sys.exit(128 + signum)
+
+
+def _terminated(signum, _frame):
+    raise Interrupted(signum)
 
 
 EPILOG = """\b

@@ -59,7 +59,7 @@ def guarded(action):
         if failure.partial:
             logs.human("The final commits were cut off: run the same command again to finish.")
             sys.exit(EXIT_PARTIAL)
-        logs.human("Every database was rolled back: nothing was changed.")
+        logs.human("Every database was rolled back: no data was changed.")
         sys.exit(EXIT_FAILED)
     except Exception as error:  # Alembic's CommandError and the like: one line, not a traceback
         logs.human(f"error: {type(error).__name__}: {error}")

@@ -8,6 +8,7 @@ folders cannot touch two different files by accident.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -44,7 +45,7 @@ class _SettingsBase(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_locations(self):
-        self.data_dir = self.data_dir.expanduser().absolute()
+        self.data_dir = _absolute(self.data_dir)
         _refuse_file_in_the_way("TG_PARSER_DATA_DIR", self.data_dir, want_folder=True)
         for db in DATABASES:
             self._urls[db.name] = self._resolve(db)
@@ -56,7 +57,7 @@ class _SettingsBase(BaseSettings):
         path: Path | None = getattr(self, f"{stem}_db_path")
         if url_text:
             return _checked_url(f"{db.setting_stem}_DB_URL", url_text)
-        file = (path.expanduser() if path else self.data_dir / db.default_file).absolute()
+        file = _absolute(path if path else self.data_dir / db.default_file)
         _refuse_file_in_the_way(f"{db.setting_stem}_DB_PATH" if path else "TG_PARSER_DATA_DIR", file)
         return URL.create("sqlite", database=str(file))
 
@@ -93,7 +94,7 @@ def _checked_url(variable: str, text: str) -> URL:
         if file is None:
             raise ValueError(f"{variable}: {shown} is an in-memory database, gone when the command ends"
                              f" (allowed: {ALLOWED_URLS})")
-        file = file.expanduser().absolute()
+        file = _absolute(file)
         _refuse_file_in_the_way(variable, file)
         return url.set(database=str(file))
     if backend != "postgresql":
@@ -105,6 +106,12 @@ def _checked_url(variable: str, text: str) -> URL:
         raise ValueError(f"{variable}: the PostgreSQL driver {driver} is not installed"
                          " (python -m pip install 'tg-parser[postgres]')")
     return url
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute, with `..` folded the way SQLite folds it when it opens the file (not by following
+    symlinks): two spellings of one path then name, and lock, one database."""
+    return Path(os.path.abspath(path.expanduser()))
 
 
 def _refuse_file_in_the_way(variable: str, path: Path, want_folder: bool = False) -> None:

@@ -81,7 +81,7 @@ def list_backups(directory: Path, db: str | None = None) -> list[Backup]:
             match = _NAME.match(path.name)
             if match and (db is None or match["db"] == db):
                 taken = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-                facts = _read_manifest(path)
+                facts = _listed_manifest(path)
                 found.append(
                     Backup(match["db"], match["revision"], taken, path, facts.get("reason"), facts.get("sha256"))
                 )
@@ -94,10 +94,24 @@ def default_for_restore(directory: Path, db: str) -> Backup | None:
 
 
 def _read_manifest(path: Path) -> dict:
-    try:
-        return json.loads(manifest_of(path).read_text())
-    except (OSError, ValueError):
+    """The manifest beside a backup; {} when there is none; raises BackupFailed when it is damaged."""
+    manifest = manifest_of(path)
+    if not manifest.exists():
         return {}
+    try:
+        facts = json.loads(manifest.read_text())
+    except (OSError, ValueError) as error:
+        raise BackupFailed(f"its manifest {manifest.name} cannot be read ({error})") from None
+    if not isinstance(facts, dict) or not isinstance(facts.get("sha256"), str) or len(facts["sha256"]) != 64:
+        raise BackupFailed(f"its manifest {manifest.name} holds no SHA-256 checksum")
+    return facts
+
+
+def _listed_manifest(path: Path) -> dict:
+    try:
+        return _read_manifest(path)
+    except BackupFailed:
+        return {"reason": "(damaged manifest)"}
 
 
 def take(
@@ -170,18 +184,19 @@ def check_complete(path: Path) -> None:
         raise BackupFailed(f"{path} is incomplete: {pages} pages of {page_size} bytes, {path.stat().st_size} bytes on disk")
 
 
-def verify(path: Path, db: Database) -> None:
+def verify(path: Path, db: Database) -> str | None:
     """Refuse a file that is not a sound backup of `db`: wrong checksum, another database's, or damaged.
 
-    A backup with a manifest must match its checksum; any other file must pass SQLite's full
-    integrity check. Either way its tables must be `db`'s.
+    A backup with a manifest must match its checksum (a damaged manifest is refused); a file
+    without one must pass SQLite's full integrity check, and the warning returned says that its
+    content could not be checked against a checksum. Either way its tables must be `db`'s.
     """
-    facts = _read_manifest(path)
     try:
+        facts = _read_manifest(path)
         check_complete(path)
         if facts.get("database") not in (None, db.name):
             raise BackupFailed(f"its manifest says it is a backup of {facts['database']}, not {db.name}")
-        if facts.get("sha256"):
+        if facts:
             if _sha256(path) != facts["sha256"]:
                 raise BackupFailed("its content does not match the checksum taken with it (the file changed)")
         else:
@@ -191,19 +206,27 @@ def verify(path: Path, db: Database) -> None:
         _belongs_to(path, db)
     except (BackupFailed, sqlite3.Error) as error:
         raise Refused([f"{path} is not a usable backup of {db.name}: {_plain(error)}"]) from error
+    if not facts:
+        return (f"{path} has no manifest, so its content cannot be checked against a checksum"
+                " (it passed SQLite's integrity check and holds the right tables)")
+    return None
 
 
 def _belongs_to(path: Path, db: Database) -> None:
     tables = {row[0] for row in _query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    for other in NAMES:
-        if other != db.name and f"alembic_version_{other}" in tables:
-            raise BackupFailed(f"it holds the version table of the {other} database")
-    foreign = sorted(tables & db.foreign_tables)
-    if foreign:
-        raise BackupFailed(f"it holds tables of another database ({', '.join(foreign)})")
-    own = set(db.metadata.tables) | {db.version_table}
-    if tables and not tables & own:
-        raise BackupFailed(f"it holds none of the {db.name} tables")
+    reason = db.misplaced(tables)
+    if reason:
+        raise BackupFailed(reason)
+    if not tables & (set(db.metadata.tables) | {db.version_table}):
+        raise BackupFailed(f"it holds none of the {db.name} tables" + ("" if tables else " (it is empty)"))
+
+
+@dataclass(frozen=True)
+class Restored:
+    safety: Backup | None
+    """The copy of the database taken just before, under the same lock."""
+    damaged: Path | None = None
+    """Where a live file too damaged for SQLite to open was moved aside (no safety copy then)."""
 
 
 def restore(
@@ -214,24 +237,34 @@ def restore(
     safety: Callable[[sqlite3.Connection, bool], Backup | None] | None = None,
     progress: Progress | None = None,
     on_wait: Callable[[], None] | None = None,
-) -> Backup | None:
-    """Put `chosen` back into `live` through SQLite's journaled page writes; return the safety copy.
+) -> Restored:
+    """Put `chosen` back into `live` through SQLite's journaled page writes.
 
     The live database is locked exclusively (SQLite's EXCLUSIVE locking mode keeps the lock
     between transactions) before anything else, and stays locked until the restore is
     committed. `safety(connection, wal)` is called under that lock, before any page changes,
-    so no writer can commit between the safety copy and the restore.
+    so no writer can commit between the safety copy and the restore. A live file SQLite cannot
+    open at all (not a database, or its schema unreadable) cannot be locked or read: it is moved
+    aside, whole, and the backup put in its place.
     """
-    destination = sqlite3.connect(live, isolation_level=None)
+    destination = sqlite3.connect(live, isolation_level=None, timeout=timeout)
     try:
-        wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-        destination.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
+            wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+            destination.execute("PRAGMA locking_mode = EXCLUSIVE")
             _lock_exclusively(destination, live, timeout, on_wait)
+            destination.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except LockTimeout as error:
             if wal:  # every connection to a WAL database holds a shared lock for as long as it is open
                 raise LockTimeout(f"{error}; {live} is in WAL mode: restore it with the collector stopped") from None
             raise
+        except sqlite3.DatabaseError as error:
+            if "locked" in str(error):
+                raise timed_out(str(live), timeout) from None
+            if not _damaged(error):
+                raise
+            destination.close()
+            return Restored(None, _replace_damaged(chosen, live))
         saved = safety(destination, wal) if safety else None
         source = sqlite3.connect(f"file:{chosen}?mode=ro", uri=True)
         try:
@@ -247,7 +280,27 @@ def restore(
             source.close()
     finally:
         destination.close()
-    return saved
+    return Restored(saved)
+
+
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    return any(sign in str(error) for sign in ("file is not a database", "malformed"))
+
+
+def _replace_damaged(chosen: Path, live: Path) -> Path:
+    """Move the damaged file (and its journal files) aside, then put a copy of `chosen` in its place
+    with one rename: a crash leaves the damaged file aside and either no file or the whole backup."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    kept = live.with_name(f"{live.name}.damaged-{stamp}")
+    partial = live.with_name(f".{live.name}.restore.partial")
+    _copy_hashed(chosen, partial)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        companion = live.with_name(live.name + suffix)
+        if companion.exists():
+            os.replace(companion, kept.with_name(kept.name + suffix))
+    os.replace(partial, live)
+    _fsync_folder(live.parent)
+    return kept
 
 
 def _lock_exclusively(connection: sqlite3.Connection, live: Path, timeout: float, on_wait) -> None:
@@ -314,17 +367,24 @@ def _copy_in_child(source: Path, destination: Path, progress: Progress | None) -
     POSIX lock this process holds on it, SQLite's write lock included (the caller holds it, and
     must keep holding it). Locks are per process: the child's open and close cannot touch them."""
     reader, writer = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the child: copy, report, and leave without running any of the parent's cleanup
+    if pid == 0:  # the child: copy, report, and leave without ever running the parent's code
         code = 1
         try:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_DFL)
             os.close(reader)
-            message = "ok " + _copy_hashed(source, destination)
-            code = 0
-        except BaseException as error:  # noqa: BLE001 - everything must reach the parent as text
-            message = f"error {_plain(error)}"
+            try:
+                message = "ok " + _copy_hashed(source, destination, parent)
+                code = 0
+            except BaseException as error:  # noqa: BLE001 - everything must reach the parent as text
+                message = f"error {_plain(error)}"
+            try:
+                os.write(writer, message.encode())
+            except OSError:
+                pass  # the parent is gone
         finally:
-            os.write(writer, message.encode())
             os._exit(code)
     os.close(writer)
     total = source.stat().st_size
@@ -354,7 +414,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _copy_hashed(source: Path, destination: Path) -> str:
+def _copy_hashed(source: Path, destination: Path, parent: int | None = None) -> str:
     """Copy and hash in one pass through user space (which, unlike copy_file_range, works across
     filesystems), then fsync. POSIX_FADV_DONTNEED after each chunk starts writing it to disk while
     the next is read, so the closing fsync waits only for the tail."""
@@ -365,6 +425,8 @@ def _copy_hashed(source: Path, destination: Path) -> str:
     view = memoryview(buffer)
     with open(source, "rb") as reader, open(destination, "wb") as writer:
         while count := reader.readinto(buffer):
+            if parent is not None and os.getppid() != parent:
+                raise BackupFailed("the process that asked for this copy has gone")
             digest.update(view[:count])
             writer.write(view[:count])
             writer.flush()

@@ -51,6 +51,8 @@ class Options:
     """Told when a database is in use by another process and the run starts waiting for it."""
     configured: Sequence[Target] = ()
     """Every configured database, selected or not: none may share a file with a selected one."""
+    warn: Callable[[str], None] = lambda text: None
+    """Told what the operator should know but that does not stop the command."""
     repair: bool = False
     """Rebuild tables that differ from the baseline only in ways a rebuild removes, then adopt (`--repair`)."""
 
@@ -108,6 +110,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
     preview = _plan_all(targets, None, upgrading, revision, repair=options.repair)
     confirmed = set() if upgrading else _confirm(preview, options)
     outcomes = {t.name: Outcome(t.name, t.location, ()) for t in targets}
+    new_files = {t.name for t in targets if t.sqlite_file is not None and not t.holds_data()}
     working: set[str] = set()
     running = targets[0].name
     with raised_as_interrupted() as signals:
@@ -143,7 +146,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                     outcomes[name].status = "committed"
                     outcomes[name].held_seconds = transactions.of(name).held_seconds
         except BaseException as error:
-            _settle(outcomes, transactions, working, _describe(error))
+            _settle(outcomes, transactions, working, _describe(error), new_files)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
@@ -171,13 +174,20 @@ def _waiting(options: Options):
     return lambda target: options.waiting(target, options.lock_timeout)
 
 
-def _settle(outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str], reason: str) -> None:
-    """After a failure: roll back what is not committed and record each database's fate."""
+def _settle(
+    outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str], reason: str, new_files: set[str]
+) -> None:
+    """After a failure: roll back what is not committed and record each database's fate.
+
+    A file this run created stays, empty: an empty SQLite file is an empty database (removing it
+    could pull it from under another process that has just opened it)."""
     transactions.rollback(reason)
     for outcome in outcomes.values():
         if outcome.status == "unchanged" and outcome.name in working:
             outcome.status = "rolled back"
             outcome.after = outcome.before
+            if outcome.name in new_files:
+                outcome.status = "rolled back (its new file stays, empty)"
 
 
 def refuse_unsafe_files(
@@ -340,12 +350,19 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
 
 
 def _describe(error: BaseException) -> str:
-    """One line: the driver's own message for a database error, without SQLAlchemy's statement dump."""
+    """One line: the driver's own message for a database error, without SQLAlchemy's statement dump.
+
+    When cleaning up after an error raised another (Alembic's batch mode drops its temporary
+    table after a full disk had already rolled the transaction back), the first error is the cause.
+    """
     if isinstance(error, CommandError):
         return str(error)
-    if isinstance(error, DBAPIError) and error.orig is not None:
-        error = error.orig
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+    first = error
+    while first.__context__ is not None and isinstance(first.__context__, (DBAPIError, sqlite3.Error)):
+        first = first.__context__
+    if isinstance(first, DBAPIError) and first.orig is not None:
+        first = first.orig
+    return f"{type(first).__name__}: {' '.join(str(first).split())}"
 
 
 def upgrade_sql(target: Target, revision: str, out, repair: bool = False) -> None:
@@ -382,7 +399,7 @@ def upgrade_sql(target: Target, revision: str, out, repair: bool = False) -> Non
 
 
 @_logs_refusals
-def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | None:
+def restore(target: Target, chosen: Path, options: Options) -> backup.Restored:
     """Put `chosen` back into the database through SQLite's journaled page writes.
 
     The database as it is now is copied first (unless `options.backup` is off), under the same
@@ -392,14 +409,17 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | N
     if file is None:
         raise Refused([f"{target.name}: restore works on SQLite files; {target.location} is not one"])
     refuse_unsafe_files([target], options.backups_dir if options.backup else None, options.configured)
-    backup.verify(chosen, target.db)
     if file_identity(file) == file_identity(chosen):
         raise Refused([f"{target.name}: {chosen} is the database itself"])
+    note = backup.verify(chosen, target.db)
+    if note:
+        options.warn(note)
     _refuse_restore_without_space(target, chosen, options)
-    backup.clean_partials(options.backups_dir, target.name)
     label = "-".join(_current_or_unknown(target)) or "unversioned"
 
     def safety(connection: sqlite3.Connection, wal: bool) -> backup.Backup | None:
+        """Under the restore's lock: what killed backups left behind goes, then the copy is taken."""
+        backup.clean_partials(options.backups_dir, target.name)
         if not options.backup or not target.holds_data():
             return None
         reader = connection if wal else None
@@ -411,12 +431,13 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Backup | N
     started = time.perf_counter()
     with raised_as_interrupted():
         try:
-            saved = backup.restore(
+            restored = backup.restore(
                 chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress, on_wait=waiting
             )
+            saved = restored.safety.path if restored.safety else restored.damaged
             emit(log, "restore_finished", database=target.name, backup=str(chosen),
-                 safety_backup=str(saved.path) if saved else None, seconds=round(time.perf_counter() - started, 3))
-            return saved
+                 safety_backup=str(saved) if saved else None, seconds=round(time.perf_counter() - started, 3))
+            return restored
         except backup.BackupFailed as error:
             raise Refused([f"{target.name}: the safety copy failed, nothing was restored: {error}"]) from error
         except sqlite3.Error as error:

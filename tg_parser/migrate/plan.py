@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from tg_parser.migrate import adopt
@@ -87,6 +88,11 @@ def plan_database(
         before = target.current(connection)
     except Unreadable as error:
         raise Refused([f"{target.name}: {error}"]) from error
+    if target.sqlite_file is not None and connection is not None:
+        misplaced = target.db.misplaced(set(inspect(connection).get_table_names()))
+        if misplaced:
+            raise Refused([f"{target.name}: {target.location} is not the {target.name} database: {misplaced}"
+                           f" (check {target.db.setting_stem}_DB_PATH and TG_PARSER_DATA_DIR)"])
     release = target.db.earlier_release(before)
     unknown = target.unknown_revisions(before)
     if unknown:

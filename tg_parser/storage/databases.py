@@ -86,6 +86,20 @@ class Database:
         model = self.metadata.tables.get(table)
         return model is not None and column in model.primary_key.columns and model.c[column].nullable
 
+    def misplaced(self, tables: set[str]) -> str | None:
+        """Why a SQLite file holding `tables` is not this database's file, or None when it may be.
+
+        A file of its own never holds another database's tables or version table (a swapped
+        or mistyped path would otherwise get this database's schema created beside them).
+        """
+        for other in DATABASES:
+            if other is not self and other.version_table in tables:
+                return f"it holds the version table of the {other.name} database"
+        foreign = sorted(tables & self.foreign_tables)
+        if foreign:
+            return f"it holds tables of another database ({', '.join(foreign)})"
+        return None
+
     def include_name(self, name: str | None, type_: str, _parent_names=None) -> bool:
         """Alembic's `include_name` hook: autogenerate never sees another database's tables."""
         return type_ != "table" or not (name in self.foreign_tables or name.startswith("sqlite_"))
