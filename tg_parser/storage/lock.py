@@ -12,6 +12,7 @@ TG_PARSER_LOCK_TIMEOUT.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection, RootTransaction
 from sqlalchemy.exc import OperationalError
 
 LOCK_NOT_AVAILABLE = "55P03"
+WAIT_STEP_S = 0.2
 
 
 class LockTimeout(RuntimeError):
@@ -59,23 +61,24 @@ def lock_project(
 
 
 def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -> RootTransaction:
+    """BEGIN IMMEDIATE, retried in short waits until `timeout`: SQLite's own busy wait runs in C,
+    where Ctrl-C and SIGTERM would go unheard until it gave up."""
     driver = connection.connection.driver_connection
+    deadline = time.monotonic() + timeout
+    driver.execute("PRAGMA busy_timeout = 0")
     try:
-        driver.execute("PRAGMA busy_timeout = 0")
-        try:
-            return connection.begin()
-        except OperationalError as error:
-            if not is_busy(error):
-                raise
-        if on_wait:
-            on_wait()
-        driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        try:
-            return connection.begin()
-        except OperationalError as error:
-            if is_busy(error):
-                raise timed_out(where, timeout) from None
-            raise
+        while True:
+            try:
+                return connection.begin()
+            except OperationalError as error:
+                if not is_busy(error):
+                    raise
+            if time.monotonic() >= deadline:
+                raise timed_out(where, timeout)
+            if on_wait:
+                on_wait()
+                on_wait = None
+            driver.execute(f"PRAGMA busy_timeout = {int(max(0.0, min(WAIT_STEP_S, deadline - time.monotonic())) * 1000)}")
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
