@@ -10,12 +10,12 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 from tg_parser.cli.main import cli
-from tg_parser.core.settings import LLMSettings, RetrySettings, Settings
+from tg_parser.core.settings import LLMSettings, LogSettings, RetrySettings, Settings
 
 
 def environment_variables() -> list[str]:
     names = []
-    for model in (Settings, RetrySettings, LLMSettings):
+    for model in (Settings, RetrySettings, LLMSettings, LogSettings):
         prefix = model.model_config.get("env_prefix", "")
         for name, field in model.model_fields.items():
             alias = field.validation_alias if isinstance(field.validation_alias, str) else None
@@ -34,7 +34,7 @@ def commands(group: click.Group = cli, prefix: str = "tg-parser") -> list[str]:
 def test_the_settings_list_is_complete():
     variables = environment_variables()
     assert "RETRY_SERVER_WAIT_MAX" in variables and "RAW_STORAGE_DB_URL" in variables
-    assert len(variables) == 3 + 6 + 6 + 10
+    assert len(variables) == 3 + 6 + 6 + 10 + 3
 
 
 @pytest.mark.parametrize("document", [".env.example", "docs/configuration.md"])
@@ -46,7 +46,7 @@ def test_every_setting_is_documented(document):
 
 def test_env_example_shows_every_default():
     text = (REPO / ".env.example").read_text()
-    for model in (RetrySettings, LLMSettings):
+    for model in (RetrySettings, LLMSettings, LogSettings):
         for name, field in model.model_fields.items():
             variable = (model.model_config["env_prefix"] + name).upper()
             if field.default is not None:
