@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,12 +66,12 @@ def file_digest(path: Path) -> str | None:
 
 
 def version_rows(path: Path, name: str) -> list[str]:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         return [row[0] for row in connection.execute(f"SELECT version_num FROM alembic_version_{name}")]
 
 
 def table_names(path: Path) -> set[str]:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {row[0] for row in rows}
 
@@ -79,7 +79,7 @@ def table_names(path: Path) -> set[str]:
 def content_checksums(path: Path) -> dict[str, str]:
     """Per-table checksums of every row, with each value's type: equal means no row changed."""
     checksums = {}
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in sorted(tables):
             digest = hashlib.sha256()
@@ -259,14 +259,14 @@ def live_writer(database: Path, folder: Path, pause: float = 0.002, pairs: bool 
 
 
 def source_refs(path: Path) -> set[str]:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         return {row[0] for row in connection.execute("SELECT source_ref FROM raw_messages")}
 
 
 def checksums_without_writer(path: Path) -> dict[str, str]:
     """`content_checksums`, leaving out the rows the live writer added to raw_messages."""
     checksums = {}
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in sorted(tables):
             where = " WHERE source_ref NOT LIKE 'writer:%'" if table == "raw_messages" else ""
@@ -278,13 +278,13 @@ def checksums_without_writer(path: Path) -> dict[str, str]:
 
 
 def integrity(path: Path) -> str:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         return connection.execute("PRAGMA integrity_check").fetchone()[0]
 
 
 def grow_raw(path: Path, rows: int, text_bytes: int = 400) -> None:
     """Add `rows` raw messages of about `text_bytes` each, in SQL (fast enough for tens of megabytes)."""
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection, connection:
         connection.execute(
             "INSERT INTO raw_messages (source_ref, id, message_type, channel_id, date, text, inserted_at)"
             " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"

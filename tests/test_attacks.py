@@ -19,7 +19,6 @@ from tests.conftest import (
     grow_raw,
     integrity,
     run_cli,
-    table_names,
     tg_parser_process,
     tg_parser_run,
     write_locked,
@@ -209,3 +208,35 @@ def test_a_signal_while_waiting_for_a_busy_database_stops_at_once(legacy_copy, s
     assert process.returncode == 128 + signum, err
     assert f"interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
     assert digests(legacy_copy) == before
+
+
+def test_restores_beside_a_busy_writer_never_wait_on_each_other(legacy_copy, tmp_path):
+    """A restore's failed lock attempt once kept a shared lock the writer's commit waited for."""
+    from tests.conftest import live_writer
+
+    assert run_cli("init").exit_code == 0
+    with live_writer(legacy_copy / "raw_storage.sqlite", tmp_path, pause=0) as writer:
+        for _ in range(5):
+            started = time.monotonic()
+            result = tg_parser_run("db", "restore", "raw", "--yes", env={"TG_PARSER_LOCK_TIMEOUT": "20"})
+            assert result.returncode == 0, result.stderr
+            assert time.monotonic() - started < 10
+        writer.stop()
+
+
+def test_a_wal_database_in_use_is_not_restored_under_a_writer(legacy_copy, tmp_path):
+    from tests.conftest import live_writer, source_refs
+
+    raw = legacy_copy / "raw_storage.sqlite"
+    connection = sqlite3.connect(raw)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.close()  # a WAL database is restored only when no connection has it open
+    assert run_cli("init").exit_code == 0
+    with live_writer(raw, tmp_path) as writer:
+        busy = tg_parser_run("db", "restore", "raw", "--yes", env={"TG_PARSER_LOCK_TIMEOUT": "1"})
+        committed = writer.stop()
+    assert busy.returncode == 1 and "in WAL mode: restore it with the collector stopped" in busy.stderr
+    assert committed <= source_refs(raw)
+    quiet = tg_parser_run("db", "restore", "raw", "--yes")
+    assert quiet.returncode == 0, quiet.stderr
+    assert content_checksums(raw) == content_checksums(LEGACY / "raw_storage.sqlite")

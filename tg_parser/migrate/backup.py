@@ -36,8 +36,8 @@ from tg_parser.storage.lock import LockTimeout, timed_out
 CHUNK = 8 * 1024 * 1024
 RESTORE_STEP_BYTES = 4 * 1024 * 1024
 PROGRESS_POLL_S = 0.1
+LOCK_STEP_S = 0.2
 _NAME = re.compile(rf"^(?P<db>{'|'.join(NAMES)})-(?P<revision>.+)-(?P<stamp>\d{{8}}T\d{{12}}Z)\.sqlite$")
-MIGRATION_REASONS = ("upgrade", "downgrade")
 BEFORE_RESTORE = "before restore"
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,7 @@ def restore(
     try:
         try:
             wal = destination.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-            destination.execute("PRAGMA locking_mode = EXCLUSIVE")
-            _lock_exclusively(destination, live, timeout, on_wait)
+            _lock_exclusively(destination, live, timeout, on_wait, wal)
             destination.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except LockTimeout as error:
             if wal:  # every connection to a WAL database holds a shared lock for as long as it is open
@@ -303,23 +302,34 @@ def _replace_damaged(chosen: Path, live: Path) -> Path:
     return kept
 
 
-def _lock_exclusively(connection: sqlite3.Connection, live: Path, timeout: float, on_wait) -> None:
-    """Take the EXCLUSIVE lock (kept after COMMIT in EXCLUSIVE locking mode), waiting up to `timeout`."""
+def _lock_exclusively(connection: sqlite3.Connection, live: Path, timeout: float, on_wait, wal: bool) -> None:
+    """Take the EXCLUSIVE lock and keep it after COMMIT (EXCLUSIVE locking mode), waiting up to `timeout`.
+
+    Rollback journal: the locking mode changes only once the lock is held, since in that mode a
+    failed attempt keeps its shared lock, and a writer waiting to commit would wait for us while
+    we wait for it. WAL: BEGIN EXCLUSIVE alone holds only WAL's write lock, which a commit gives
+    up; only EXCLUSIVE locking mode, asked first, keeps every other connection out, and SQLite
+    grants it once no other connection has the file open. The wait is taken in short steps, so
+    Ctrl-C and SIGTERM act at once."""
+    deadline = time.monotonic() + timeout
+    if wal:
+        connection.execute("PRAGMA locking_mode = EXCLUSIVE")
     connection.execute("PRAGMA busy_timeout = 0")
-    try:
-        connection.execute("BEGIN EXCLUSIVE")
-    except sqlite3.OperationalError as error:
-        if "locked" not in str(error):
-            raise
-        if on_wait:
-            on_wait()
-        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    while True:
         try:
             connection.execute("BEGIN EXCLUSIVE")
+            break
         except sqlite3.OperationalError as error:
-            if "locked" in str(error):
-                raise timed_out(str(live), timeout) from None
-            raise
+            if "locked" not in str(error):
+                raise
+        if time.monotonic() >= deadline:
+            raise timed_out(str(live), timeout)
+        if on_wait:
+            on_wait()
+            on_wait = None
+        connection.execute(f"PRAGMA busy_timeout = {int(max(0.0, min(LOCK_STEP_S, deadline - time.monotonic())) * 1000)}")
+    if not wal:
+        connection.execute("PRAGMA locking_mode = EXCLUSIVE")
     connection.execute("COMMIT")
 
 
