@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -160,25 +163,86 @@ def write_locked(path: Path):
         holder.wait(timeout=30)
 
 
-@pytest.fixture
-def postgres_databases():
-    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test.
+def _pg_ctl() -> str | None:
+    """pg_ctl on PATH, else the newest in Debian's and Ubuntu's /usr/lib/postgresql/<version>/bin (not on PATH)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return found
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda path: int(path.parts[-3]))
+    return str(installed[-1]) if installed else None
 
-    The server comes from TG_PARSER_TEST_POSTGRES_URL. Without it the test is skipped,
-    except under CI=true, where a missing server is a failure.
+
+@contextmanager
+def private_postgres(pg_ctl: str) -> Iterator[str]:
+    """A throwaway PostgreSQL server in a temporary folder; yields its URL, then stops it and removes the folder.
+
+    PostgreSQL refuses to run as root: as root, pg_ctl runs as the `postgres` user (created by
+    the distribution's package), through a wrapper that pytest-postgresql's executor calls in
+    its place, and the folder belongs to that user.
+    """
+    from port_for import select_random
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    folder = Path(tempfile.mkdtemp(prefix="tg-parser-postgres-"))
+    executable = pg_ctl
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        executable = str(folder / "pg_ctl")
+        Path(executable).write_text(f'#!/bin/sh\ncd / && exec runuser -u postgres -- {shlex.quote(pg_ctl)} "$@"\n')
+        os.chmod(executable, 0o755)
+    port = select_random()
+    server = PostgreSQLExecutor(
+        executable=executable,
+        host="127.0.0.1",
+        port=port,
+        datadir=str(folder / "data"),
+        unixsocketdir=str(folder),
+        logfile=str(folder / "server.log"),
+        startparams="-w",
+        dbname="postgres",
+        # A test server: durability buys nothing, and skipping it makes CREATE DATABASE fast.
+        postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+    )
+    try:
+        server.start()
+        server.process.wait(timeout=60)  # pg_ctl -w exits once the server accepts connections
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of the PostgreSQL server for this session: TG_PARSER_TEST_POSTGRES_URL, else a private one.
+
+    The private server starts on first use, one per xdist worker, from pg_ctl found on PATH or
+    under /usr/lib/postgresql. Without PostgreSQL's binaries the tests that need it are
+    skipped, except under CI=true, where that is a failure.
     """
     server = os.environ.get("TG_PARSER_TEST_POSTGRES_URL")
-    if not server:
-        reason = "TG_PARSER_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against"
+    if server:
+        yield server
+        return
+    pg_ctl = _pg_ctl()
+    if pg_ctl is None:
+        reason = "no PostgreSQL server binaries (pg_ctl) here and TG_PARSER_TEST_POSTGRES_URL is not set"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+    with private_postgres(pg_ctl) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_databases(postgres_server):
+    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test."""
     import uuid
 
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
     def make():
@@ -186,7 +250,7 @@ def postgres_databases():
         with admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
         made.append(name)
-        return make_url(server).set(database=name)
+        return make_url(postgres_server).set(database=name)
 
     try:
         yield make

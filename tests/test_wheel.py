@@ -1,45 +1,136 @@
-"""A wheel built from the repository carries the three Alembic projects and runs `tg-parser init`."""
+"""The README's two commands, each in a fresh copy of the repository, and the wheel the first one installs.
+
+Each command runs as the README writes it, under `sh`, on a PATH whose only program is `python3`
+(Debian and Ubuntu have no `python`), with pip refusing to install outside a virtual environment
+(PIP_REQUIRE_VIRTUALENV, as PEP 668 makes the system Python refuse). The second command's pytest
+gets `tests/test_docs.py` appended: that proves the fresh environment installs the test
+dependencies and runs the suite's configuration (parallel workers, plugins), without this test
+running the whole suite, and itself, again inside the suite.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
-import venv
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
+from tests.test_docs import quickstart
 from tg_parser.storage.databases import DATABASES
 
+SLOW = pytest.mark.xdist_group("wheel")  # the tests sharing one installed copy run on one worker
 
-def run(*args, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)
-    assert result.returncode == 0, result.stdout + result.stderr
+
+def fresh_copy(folder: Path) -> Path:
+    """What a `git clone` of this working tree would hold (with uncommitted edits): no .venv, no data."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+def shell(command: str, cwd: Path, tmp: Path, extra_path: Path | None = None, timeout: float = 600):
+    """`command` under sh, as on a fresh Debian or Ubuntu machine (see the module docstring)."""
+    bin_dir = tmp / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        (bin_dir / "python3").symlink_to(getattr(sys, "_base_executable", sys.executable))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TG_PARSER_", "PYTEST_", "VIRTUAL_ENV", "PYTHON"))}
+    env["PATH"] = os.pathsep.join(str(p) for p in (extra_path, bin_dir) if p)
+    env["PIP_REQUIRE_VIRTUALENV"] = "true"
+    result = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
 
-def test_wheel_in_a_fresh_virtualenv_runs_init_in_an_empty_folder(tmp_path):
-    dist = tmp_path / "dist"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO))
-    (wheel,) = dist.glob("tg_parser-3.1.0a1-*.whl")
+def version(path: Path, name: str) -> str:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"SELECT version_num FROM alembic_version_{name}").fetchone()[0]
 
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    run(str(python), "-m", "pip", "install", "-q", str(wheel))
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A fresh copy of the repository after the README's first command: the wheel installed in .venv."""
+    tmp = tmp_path_factory.mktemp("first-command")
+    copy = fresh_copy(tmp / "tg_parser")
+    result = shell(quickstart()[0], copy, tmp)
+    for db in DATABASES:
+        assert version(copy / "data" / db.default_file, db.name) == f"{db.name}_0001"
+        assert f"{db.name}_0001 (head)" in result.stdout
+    return copy
+
+
+def site_packages(copy: Path) -> Path:
+    (found,) = (copy / ".venv" / "lib").glob("python3*/site-packages")
+    return found
+
+
+@SLOW
+def test_the_wheel_carries_the_projects_inside_the_package_and_no_top_level_name(installed):
+    site = site_packages(installed)
+    assert not list(site.glob("migrations*")), "top-level migrations_* installed into site-packages"
+    assert (site / "tg_parser").is_dir() and not (site / "tg_parser").is_symlink()
+    for db in DATABASES:
+        project = site / "tg_parser" / "migrations" / db.name
+        assert (project / "alembic.ini").is_file() and (project / "env.py").is_file()
+        assert list((project / "versions").glob(f"{db.name}_0001_*.py"))
+
+
+@SLOW
+def test_init_from_the_wheel_works_in_an_empty_folder(installed, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "TG_PARSER_DATA_DIR"}
-    result = run(str(env_dir / "bin" / "tg-parser"), "init", cwd=empty, env=env)
+    result = shell(f"{installed}/.venv/bin/tg-parser init", empty, tmp_path)
     for db in DATABASES:
-        path = empty / "data" / db.default_file
-        assert str(path) in result.stdout
-        with sqlite3.connect(path) as connection:
-            (version,) = connection.execute(f"SELECT version_num FROM {db.version_table}").fetchone()
-        assert version == f"{db.name}_0001"
-    where = run(
-        str(python), "-c", "import tg_parser, migrations_raw; print(tg_parser.__file__, *migrations_raw.__path__)",
-        cwd=empty, env=env,
-    ).stdout.split()
-    assert all(path.startswith(str(env_dir)) for path in where), where
+        assert str(empty / "data" / db.default_file) in result.stdout
+        assert version(empty / "data" / db.default_file, db.name) == f"{db.name}_0001"
+
+
+@SLOW
+def test_db_paths_gives_plain_alembic_the_projects_inside_the_package(installed, tmp_path):
+    venv_bin = installed / ".venv" / "bin"
+    packaged = site_packages(installed) / "tg_parser" / "migrations"
+    lines = shell("tg-parser db paths", tmp_path, tmp_path, venv_bin).stdout.splitlines()
+    assert lines == [str(packaged / db.name / "alembic.ini") for db in DATABASES]
+    report = json.loads(shell("tg-parser db paths --only raw --json", tmp_path, tmp_path, venv_bin).stdout)
+    assert report == {"databases": [
+        {"name": "raw", "project": str(packaged / "raw"), "alembic_ini": str(packaged / "raw" / "alembic.ini")},
+    ]}
+
+    shell('alembic -c "$(tg-parser db paths --only raw)" upgrade head', tmp_path, tmp_path, venv_bin)
+    assert version(tmp_path / "data" / "raw_storage.sqlite", "raw") == "raw_0001"
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.sqlite")) == ["raw_storage.sqlite"]
+
+
+@SLOW
+def test_revision_is_refused_outside_a_source_checkout(installed, tmp_path):
+    versions = site_packages(installed) / "tg_parser" / "migrations" / "raw" / "versions"
+    before = sorted(p.name for p in versions.iterdir())
+    result = subprocess.run(
+        [installed / ".venv" / "bin" / "tg-parser", "db", "revision", "--only", "raw", "-m", "x"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "inside the installed tg_parser package" in result.stderr
+    assert sorted(p.name for p in versions.iterdir()) == before
+
+
+def test_the_second_command_installs_the_test_dependencies_and_runs_the_tests(tmp_path):
+    copy = fresh_copy(tmp_path / "tg_parser")
+    result = shell(f"{quickstart()[1]} tests/test_docs.py", copy, tmp_path)
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
+    assert (copy / ".venv" / "bin" / "tg-parser").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -143,8 +144,14 @@ def check(settings, only, as_json: bool) -> None:
 @click.option("--autogenerate", is_flag=True, help="Fill it from the difference between the schema code and the database.")
 @click.pass_obj
 def revision(settings, name: str, message: str, autogenerate: bool) -> None:
-    """Write a new revision into one database's Alembic project."""
-    target = Target.from_settings(get_database(name), settings)
+    """Write a new revision into one database's Alembic project (in a source checkout only)."""
+    database = get_database(name)
+    if not database.is_source_checkout:
+        raise click.UsageError(
+            f"{database.migrations_dir} is inside the installed tg_parser package, where a new revision "
+            "would be lost on the next install: write revisions in a source checkout (git clone, pip install -e .)"
+        )
+    target = Target.from_settings(database, settings)
     rev_id = f"{name}_{len(list(target.script.walk_revisions())) + 1:04d}"
 
     def write():
@@ -155,6 +162,23 @@ def revision(settings, name: str, message: str, autogenerate: bool) -> None:
 
     script = render.guarded(write)
     click.echo(f"{name:<{render.NAME_WIDTH}} wrote {script.path}")
+
+
+@db.command()
+@only_option
+@json_option
+def paths(only, as_json: bool) -> None:
+    """Print each project's alembic.ini, one per line, for plain Alembic.
+
+    alembic -c "$(tg-parser db paths --only raw)" upgrade head
+    """
+    databases = select(only)
+    if as_json:
+        entries = [{"name": d.name, "project": str(d.migrations_dir), "alembic_ini": str(d.alembic_ini)} for d in databases]
+        click.echo(json.dumps({"databases": entries}, indent=2))
+        return
+    for d in databases:
+        click.echo(d.alembic_ini)
 
 
 @db.command()
