@@ -1,4 +1,18 @@
-"""Shared fixtures: every test runs in its own folder with its own data dir, never the user's."""
+"""Shared fixtures: every test runs in its own folder with its own data dir, never the user's.
+
+The suite runs in parallel (pytest-xdist, `-n auto` in pyproject.toml): nothing here is shared
+between tests but read-only files, and session fixtures are per worker.
+
+PostgreSQL: `postgres_server` is TG_PARSER_TEST_POSTGRES_URL if set, else a private throwaway
+server that each worker starts on first use with pytest-postgresql's executor (the class behind
+its `postgresql_proc` fixture), from `pg_ctl` on PATH or in /usr/lib/postgresql/<version>/bin,
+in a folder of its own under the system temp folder, on a free port, with trust authentication
+and without fsync. PostgreSQL will not run as root, and the tests here and in CI do: as root,
+pg_ctl (initdb, start, stop) runs as the `postgres` user through `runuser`, in a folder owned by
+that user (pytest's own temp folders are root's alone, 0700, so the server's data cannot live
+there). `postgresql_proc` itself is not used because it puts the data there. Each test gets
+fresh databases (`postgres_databases`, `postgres_url`), dropped afterwards.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +40,11 @@ LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v3.0.0"
 LOCATION_VARIABLES = ["TG_PARSER_DATA_DIR"] + [
     f"{db.setting_stem}_DB_{kind}" for db in DATABASES for kind in ("PATH", "URL")
 ]
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: under xdist, a long test collected last would run alone at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

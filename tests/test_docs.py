@@ -77,6 +77,11 @@ def test_each_quickstart_command_makes_and_uses_its_own_virtual_environment():
         assert all(step.startswith(".venv/bin/") for step in steps[1:]), line  # PEP 668: never the system pip
 
 
+@pytest.mark.parametrize("ci", [".ci/run", ".github/workflows/ci.yml"])
+def test_ci_runs_the_readme_test_command(ci):
+    assert quickstart()[1] in (REPO / ci).read_text()
+
+
 def test_the_quickstart_tg_parser_commands_succeed(data_dir):
     steps = [step.strip().removeprefix(".venv/bin/") for step in quickstart()[0].split("&&")]
     steps = [step for step in steps if step.startswith("tg-parser")]

@@ -3,9 +3,9 @@
 Each command runs as the README writes it, under `sh`, on a PATH whose only program is `python3`
 (Debian and Ubuntu have no `python`), with pip refusing to install outside a virtual environment
 (PIP_REQUIRE_VIRTUALENV, as PEP 668 makes the system Python refuse). The second command's pytest
-gets `tests/test_docs.py` appended: that proves the fresh environment installs the test
-dependencies and runs the suite's configuration (parallel workers, plugins), without this test
-running the whole suite, and itself, again inside the suite.
+gets `tests/test_docs.py -n 0` appended: a selection, in one process. That proves the fresh
+environment installs the test dependencies and runs with the suite's configuration (its plugins
+and options), without running the whole suite, and this test, again inside the suite.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tests.conftest import REPO
 from tests.test_docs import quickstart
 from tg_parser.storage.databases import DATABASES
 
-SLOW = pytest.mark.xdist_group("wheel")  # the tests sharing one installed copy run on one worker
+pytestmark = pytest.mark.slow
+ONE_INSTALL = pytest.mark.xdist_group("wheel")  # the tests sharing one installed copy run on one worker
 
 
 def fresh_copy(folder: Path) -> Path:
@@ -79,7 +80,7 @@ def site_packages(copy: Path) -> Path:
     return found
 
 
-@SLOW
+@ONE_INSTALL
 def test_the_wheel_carries_the_projects_inside_the_package_and_no_top_level_name(installed):
     site = site_packages(installed)
     assert not list(site.glob("migrations*")), "top-level migrations_* installed into site-packages"
@@ -90,7 +91,7 @@ def test_the_wheel_carries_the_projects_inside_the_package_and_no_top_level_name
         assert list((project / "versions").glob(f"{db.name}_0001_*.py"))
 
 
-@SLOW
+@ONE_INSTALL
 def test_init_from_the_wheel_works_in_an_empty_folder(installed, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -100,7 +101,7 @@ def test_init_from_the_wheel_works_in_an_empty_folder(installed, tmp_path):
         assert version(empty / "data" / db.default_file, db.name) == f"{db.name}_0001"
 
 
-@SLOW
+@ONE_INSTALL
 def test_db_paths_gives_plain_alembic_the_projects_inside_the_package(installed, tmp_path):
     venv_bin = installed / ".venv" / "bin"
     packaged = site_packages(installed) / "tg_parser" / "migrations"
@@ -116,7 +117,7 @@ def test_db_paths_gives_plain_alembic_the_projects_inside_the_package(installed,
     assert sorted(p.name for p in (tmp_path / "data").glob("*.sqlite")) == ["raw_storage.sqlite"]
 
 
-@SLOW
+@ONE_INSTALL
 def test_revision_is_refused_outside_a_source_checkout(installed, tmp_path):
     versions = site_packages(installed) / "tg_parser" / "migrations" / "raw" / "versions"
     before = sorted(p.name for p in versions.iterdir())
@@ -131,6 +132,6 @@ def test_revision_is_refused_outside_a_source_checkout(installed, tmp_path):
 
 def test_the_second_command_installs_the_test_dependencies_and_runs_the_tests(tmp_path):
     copy = fresh_copy(tmp_path / "tg_parser")
-    result = shell(f"{quickstart()[1]} tests/test_docs.py", copy, tmp_path)
+    result = shell(f"{quickstart()[1]} tests/test_docs.py -n 0", copy, tmp_path)
     assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
     assert (copy / ".venv" / "bin" / "tg-parser").exists()
