@@ -168,8 +168,11 @@ def revision(settings, name: str, message: str, autogenerate: bool) -> None:
 @only_option
 @json_option
 def paths(only, as_json: bool) -> None:
-    """Print each project's alembic.ini, one per line, for plain Alembic.
+    """Print each project's alembic.ini path.
 
+    One per line, for plain Alembic on an installed copy:
+
+    \b
     alembic -c "$(tg-parser db paths --only raw)" upgrade head
     """
     databases = select(only)

@@ -55,7 +55,7 @@ class Database:
         """
         spec = importlib.util.find_spec(self.project)
         if spec is not None and spec.submodule_search_locations:
-            return Path(next(iter(spec.submodule_search_locations)))
+            return Path(next(iter(spec.submodule_search_locations))).resolve()
         packaged = PACKAGED_PROJECTS / self.name
         if not packaged.is_dir():
             raise RuntimeError(f"the Alembic project of {self.name} is neither {self.project}/ nor {packaged}")
