@@ -25,7 +25,6 @@ from tests.test_docs import quickstart
 from tg_parser.storage.databases import DATABASES
 
 pytestmark = pytest.mark.slow
-ONE_INSTALL = pytest.mark.xdist_group("wheel")  # the tests sharing one installed copy run on one worker
 
 
 def fresh_copy(folder: Path) -> Path:
@@ -63,71 +62,55 @@ def version(path: Path, name: str) -> str:
         return connection.execute(f"SELECT version_num FROM alembic_version_{name}").fetchone()[0]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A fresh copy of the repository after the README's first command: the wheel installed in .venv."""
-    tmp = tmp_path_factory.mktemp("first-command")
-    copy = fresh_copy(tmp / "tg_parser")
-    result = shell(quickstart()[0], copy, tmp)
-    for db in DATABASES:
-        assert version(copy / "data" / db.default_file, db.name) == f"{db.name}_0001"
-        assert f"{db.name}_0001 (head)" in result.stdout
-    return copy
-
-
 def site_packages(copy: Path) -> Path:
     (found,) = (copy / ".venv" / "lib").glob("python3*/site-packages")
     return found
 
 
-@ONE_INSTALL
-def test_the_wheel_carries_the_projects_inside_the_package_and_no_top_level_name(installed):
-    site = site_packages(installed)
-    assert not list(site.glob("migrations*")), "top-level migrations_* installed into site-packages"
-    assert (site / "tg_parser").is_dir() and not (site / "tg_parser").is_symlink()
+def test_the_first_command_installs_the_wheel_which_carries_the_projects_inside_the_package(tmp_path):
+    copy = fresh_copy(tmp_path / "tg_parser")
+    result = shell(quickstart()[0], copy, tmp_path)
     for db in DATABASES:
-        project = site / "tg_parser" / "migrations" / db.name
-        assert (project / "alembic.ini").is_file() and (project / "env.py").is_file()
-        assert list((project / "versions").glob(f"{db.name}_0001_*.py"))
+        assert version(copy / "data" / db.default_file, db.name) == f"{db.name}_0001"
+        assert f"{db.name}_0001 (head)" in result.stdout
 
+    # The projects are inside the package; nothing named migrations_* lands in site-packages.
+    site = site_packages(copy)
+    packaged = site / "tg_parser" / "migrations"
+    assert not list(site.glob("migrations*")), "top-level migrations_* installed into site-packages"
+    for db in DATABASES:
+        assert (packaged / db.name / "alembic.ini").is_file() and (packaged / db.name / "env.py").is_file()
+        assert list((packaged / db.name / "versions").glob(f"{db.name}_0001_*.py"))
 
-@ONE_INSTALL
-def test_init_from_the_wheel_works_in_an_empty_folder(installed, tmp_path):
+    # `tg-parser init` from the wheel, in an empty folder.
+    venv_bin = copy / ".venv" / "bin"
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = shell(f"{installed}/.venv/bin/tg-parser init", empty, tmp_path)
+    result = shell("tg-parser init", empty, tmp_path, venv_bin)
     for db in DATABASES:
         assert str(empty / "data" / db.default_file) in result.stdout
         assert version(empty / "data" / db.default_file, db.name) == f"{db.name}_0001"
 
-
-@ONE_INSTALL
-def test_db_paths_gives_plain_alembic_the_projects_inside_the_package(installed, tmp_path):
-    venv_bin = installed / ".venv" / "bin"
-    packaged = site_packages(installed) / "tg_parser" / "migrations"
+    # `db paths` gives plain Alembic the projects inside the package.
     lines = shell("tg-parser db paths", tmp_path, tmp_path, venv_bin).stdout.splitlines()
     assert lines == [str(packaged / db.name / "alembic.ini") for db in DATABASES]
     report = json.loads(shell("tg-parser db paths --only raw --json", tmp_path, tmp_path, venv_bin).stdout)
     assert report == {"databases": [
         {"name": "raw", "project": str(packaged / "raw"), "alembic_ini": str(packaged / "raw" / "alembic.ini")},
     ]}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shell('alembic -c "$(tg-parser db paths --only raw)" upgrade head', plain, tmp_path, venv_bin)
+    assert [p.name for p in (plain / "data").glob("*.sqlite")] == ["raw_storage.sqlite"]
+    assert version(plain / "data" / "raw_storage.sqlite", "raw") == "raw_0001"
 
-    shell('alembic -c "$(tg-parser db paths --only raw)" upgrade head', tmp_path, tmp_path, venv_bin)
-    assert version(tmp_path / "data" / "raw_storage.sqlite", "raw") == "raw_0001"
-    assert sorted(p.name for p in (tmp_path / "data").glob("*.sqlite")) == ["raw_storage.sqlite"]
-
-
-@ONE_INSTALL
-def test_revision_is_refused_outside_a_source_checkout(installed, tmp_path):
-    versions = site_packages(installed) / "tg_parser" / "migrations" / "raw" / "versions"
-    before = sorted(p.name for p in versions.iterdir())
-    result = subprocess.run(
-        [installed / ".venv" / "bin" / "tg-parser", "db", "revision", "--only", "raw", "-m", "x"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "inside the installed tg_parser package" in result.stderr
-    assert sorted(p.name for p in versions.iterdir()) == before
+    # `db revision` refuses to write into the installed package.
+    before = sorted(p.name for p in (packaged / "raw" / "versions").iterdir())
+    refused = subprocess.run([venv_bin / "tg-parser", "db", "revision", "--only", "raw", "-m", "x"],
+                             cwd=empty, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "inside the installed tg_parser package" in refused.stderr
+    assert sorted(p.name for p in (packaged / "raw" / "versions").iterdir()) == before
 
 
 def test_the_second_command_installs_the_test_dependencies_and_runs_the_tests(tmp_path):
