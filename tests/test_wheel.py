@@ -1,11 +1,12 @@
-"""The README's two commands, each in a fresh copy of the repository, and the wheel the first one installs.
+"""The README's two commands in a fresh copy of the repository, and the wheel the first one installs.
 
-Each command runs as the README writes it, under `sh`, on a PATH whose only program is `python3`
-(Debian and Ubuntu have no `python`), with pip refusing to install outside a virtual environment
-(PIP_REQUIRE_VIRTUALENV, as PEP 668 makes the system Python refuse). The second command's pytest
-gets `tests/test_docs.py -n 0` appended: a selection, in one process. That proves the fresh
-environment installs the test dependencies and runs with the suite's configuration (its plugins
-and options), without running the whole suite, and this test, again inside the suite.
+The commands run as the README writes them, one after the other, under `sh`, on a PATH whose only
+program is `python3` (Debian and Ubuntu have no `python`), with pip refusing to install outside a
+virtual environment (PIP_REQUIRE_VIRTUALENV, as PEP 668 makes the system Python refuse). Between
+them, the wheel the first one installed is checked. The second command's pytest gets
+`tests/test_docs.py -n 0` appended: a selection, in one process. That proves the environment
+installs the test dependencies and runs with the suite's configuration (its plugins and options),
+without running the whole suite, and this test, again inside the suite.
 """
 
 from __future__ import annotations
@@ -67,13 +68,23 @@ def site_packages(copy: Path) -> Path:
     return found
 
 
-def test_the_first_command_installs_the_wheel_which_carries_the_projects_inside_the_package(tmp_path):
+def test_the_readme_commands_in_a_fresh_copy_and_the_wheel_the_first_one_installs(tmp_path):
     copy = fresh_copy(tmp_path / "tg_parser")
-    result = shell(quickstart()[0], copy, tmp_path)
+    first, second = quickstart()
+
+    result = shell(first, copy, tmp_path)
     for db in DATABASES:
         assert version(copy / "data" / db.default_file, db.name) == f"{db.name}_0001"
         assert f"{db.name}_0001 (head)" in result.stdout
+    check_the_wheel(copy, tmp_path)
 
+    result = shell(f"{second} tests/test_docs.py -n 0", copy, tmp_path)
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
+    assert not (site_packages(copy) / "tg_parser").exists(), "the second command installs tg_parser editable"
+
+
+def check_the_wheel(copy: Path, tmp_path: Path) -> None:
+    """The wheel's layout, and `init`, `db paths` with plain Alembic, and `db revision` run from it."""
     # The projects are inside the package; nothing named migrations_* lands in site-packages.
     site = site_packages(copy)
     packaged = site / "tg_parser" / "migrations"
@@ -111,10 +122,3 @@ def test_the_first_command_installs_the_wheel_which_carries_the_projects_inside_
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "inside the installed tg_parser package" in refused.stderr
     assert sorted(p.name for p in (packaged / "raw" / "versions").iterdir()) == before
-
-
-def test_the_second_command_installs_the_test_dependencies_and_runs_the_tests(tmp_path):
-    copy = fresh_copy(tmp_path / "tg_parser")
-    result = shell(f"{quickstart()[1]} tests/test_docs.py -n 0", copy, tmp_path)
-    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
-    assert (copy / ".venv" / "bin" / "tg-parser").exists()
