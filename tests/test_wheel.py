@@ -52,6 +52,7 @@ def shell(command: str, cwd: Path, tmp: Path, extra_path: Path | None = None, ti
            if not k.startswith(("TG_PARSER_", "PYTEST_", "VIRTUAL_ENV", "PYTHON"))}
     env["PATH"] = os.pathsep.join(str(p) for p in (extra_path, bin_dir) if p)
     env["PIP_REQUIRE_VIRTUALENV"] = "true"
+    env["PIP_NO_COMPILE"] = "true"  # bytecode for every installed file: seconds of CPU this test does not need
     result = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout, check=False)
     assert result.returncode == 0, f"{command}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
