@@ -177,7 +177,9 @@ def paths(only, as_json: bool) -> None:
     """
     databases = select(only)
     if as_json:
-        entries = [{"name": d.name, "project": str(d.migrations_dir), "alembic_ini": str(d.alembic_ini)} for d in databases]
+        entries = [
+            {"name": d.name, "project": str(d.migrations_dir), "alembic_ini": str(d.alembic_ini)} for d in databases
+        ]
         click.echo(json.dumps({"databases": entries}, indent=2))
         return
     for d in databases:
