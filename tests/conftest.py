@@ -195,9 +195,7 @@ def _pg_ctl() -> str | None:
 def private_postgres(pg_ctl: str) -> Iterator[str]:
     """A throwaway PostgreSQL server in a temporary folder; yields its URL, then stops it and removes the folder.
 
-    PostgreSQL refuses to run as root: as root, pg_ctl runs as the `postgres` user (created by
-    the distribution's package), through a wrapper that pytest-postgresql's executor calls in
-    its place, and the folder belongs to that user.
+    As root, a wrapper runs pg_ctl as `postgres` (see the module docstring).
     """
     from port_for import select_random
     from pytest_postgresql.executors import PostgreSQLExecutor
@@ -227,7 +225,8 @@ def private_postgres(pg_ctl: str) -> Iterator[str]:
         server.process.wait(timeout=60)  # pg_ctl -w exits once the server accepts connections
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        server.stop()
+        if server.running():
+            server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
