@@ -1,14 +1,31 @@
-"""Shared fixtures: every test runs in its own folder with its own data dir, never the user's."""
+"""Shared fixtures: every test runs in its own folder with its own data dir, never the user's.
+
+The suite runs in parallel (pytest-xdist, `-n auto` in pyproject.toml): nothing here is shared
+between tests but read-only files, and session fixtures are per worker.
+
+PostgreSQL: `postgres_server` is TG_PARSER_TEST_POSTGRES_URL if set, else a private throwaway
+server that each worker starts on first use with pytest-postgresql's executor (the class behind
+its `postgresql_proc` fixture), from `pg_ctl` on PATH or in /usr/lib/postgresql/<version>/bin,
+in a folder of its own under the system temp folder, on a free port, with trust authentication
+and without fsync. PostgreSQL will not run as root, and the tests here and in CI do: as root,
+pg_ctl (initdb, start, stop) runs as the `postgres` user through `runuser`, in a folder owned by
+that user (pytest's own temp folders are root's alone, 0700, so the server's data cannot live
+there). `postgresql_proc` itself is not used because it puts the data there. Each test gets
+fresh databases (`postgres_databases`, `postgres_url`), dropped afterwards.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -23,6 +40,11 @@ LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v3.0.0"
 LOCATION_VARIABLES = ["TG_PARSER_DATA_DIR"] + [
     f"{db.setting_stem}_DB_{kind}" for db in DATABASES for kind in ("PATH", "URL")
 ]
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: under xdist, a long test collected last would run alone at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -170,25 +192,85 @@ def write_locked(path: Path, mode: str = "IMMEDIATE"):
         holder.wait(timeout=30)
 
 
-@pytest.fixture
-def postgres_databases():
-    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test.
+def _pg_ctl() -> str | None:
+    """pg_ctl on PATH, else the newest in Debian's and Ubuntu's /usr/lib/postgresql/<version>/bin (not on PATH)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return found
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda path: int(path.parts[-3]))
+    return str(installed[-1]) if installed else None
 
-    The server comes from TG_PARSER_TEST_POSTGRES_URL. Without it the test is skipped,
-    except under CI=true, where a missing server is a failure.
+
+@contextmanager
+def private_postgres(pg_ctl: str) -> Iterator[str]:
+    """A throwaway PostgreSQL server in a temporary folder; yields its URL, then stops it and removes the folder.
+
+    As root, a wrapper runs pg_ctl as `postgres` (see the module docstring).
+    """
+    from port_for import select_random
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    folder = Path(tempfile.mkdtemp(prefix="tg-parser-postgres-"))
+    executable = pg_ctl
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        executable = str(folder / "pg_ctl")
+        Path(executable).write_text(f'#!/bin/sh\ncd / && exec runuser -u postgres -- {shlex.quote(pg_ctl)} "$@"\n')
+        os.chmod(executable, 0o755)
+    port = select_random()
+    server = PostgreSQLExecutor(
+        executable=executable,
+        host="127.0.0.1",
+        port=port,
+        datadir=str(folder / "data"),
+        unixsocketdir=str(folder),
+        logfile=str(folder / "server.log"),
+        startparams="-w",
+        dbname="postgres",
+        # A test server: durability buys nothing, and skipping it makes CREATE DATABASE fast.
+        postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+    )
+    try:
+        server.start()
+        server.process.wait(timeout=60)  # pg_ctl -w exits once the server accepts connections
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if server.running():
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of the PostgreSQL server for this session: TG_PARSER_TEST_POSTGRES_URL, else a private one.
+
+    The private server starts on first use, one per xdist worker, from pg_ctl found on PATH or
+    under /usr/lib/postgresql. Without PostgreSQL's binaries the tests that need it are
+    skipped, except under CI=true, where that is a failure.
     """
     server = os.environ.get("TG_PARSER_TEST_POSTGRES_URL")
-    if not server:
-        reason = "TG_PARSER_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against"
+    if server:
+        yield server
+        return
+    pg_ctl = _pg_ctl()
+    if pg_ctl is None:
+        reason = "no PostgreSQL server binaries (pg_ctl) here and TG_PARSER_TEST_POSTGRES_URL is not set"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+    with private_postgres(pg_ctl) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_databases(postgres_server):
+    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test."""
     import uuid
 
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
     def make():
@@ -196,7 +278,7 @@ def postgres_databases():
         with admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
         made.append(name)
-        return make_url(server).set(database=name)
+        return make_url(postgres_server).set(database=name)
 
     try:
         yield make
@@ -211,6 +293,7 @@ def postgres_databases():
 def postgres_url(postgres_databases):
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     return postgres_databases()
+
 
 class LiveWriter:
     """`tests/writer.py` in its own process: a collector committing rows into raw_messages the whole time."""

@@ -285,7 +285,7 @@ class Output(BaseModel):
 
 @pytest.mark.parametrize(
     "command",
-    [("db", "current"), ("db", "history"), ("db", "heads"), ("db", "backups"), ("db", "check"),
+    [("db", "current"), ("db", "history"), ("db", "heads"), ("db", "backups"), ("db", "check"), ("db", "paths"),
      ("db", "upgrade", "--plan"), ("db", "downgrade", "--plan")],
     ids=lambda c: " ".join(c[1:]),
 )

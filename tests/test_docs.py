@@ -61,16 +61,30 @@ def test_every_command_is_in_the_operations_guide():
     assert missing == [], f"docs/operations.md does not mention {missing}"
 
 
-def quickstart_commands() -> list[str]:
+def quickstart() -> list[str]:
+    """The README's two quickstart commands: the first installs and creates the databases, the second tests."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("## Quickstart", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     lines = [line for line in block.strip().splitlines() if line.strip()]
     assert len(lines) == 2, "the quickstart is exactly two commands"
-    return [part.strip() for part in lines[0].split("&&") if part.strip().startswith("tg-parser")]
+    return lines
+
+
+def test_each_quickstart_command_makes_and_uses_its_own_virtual_environment():
+    for line in quickstart():
+        steps = [step.strip() for step in line.split("&&")]
+        assert steps[0] == "python3 -m venv .venv", line  # Debian and Ubuntu have no `python` command
+        assert all(step.startswith(".venv/bin/") for step in steps[1:]), line  # PEP 668: never the system pip
+
+
+@pytest.mark.parametrize("ci", [".ci/run", ".github/workflows/ci.yml"])
+def test_ci_runs_the_readme_test_command(ci):
+    assert quickstart()[1] in (REPO / ci).read_text()
 
 
 def test_the_quickstart_tg_parser_commands_succeed(data_dir):
-    steps = quickstart_commands()
+    steps = [step.strip().removeprefix(".venv/bin/") for step in quickstart()[0].split("&&")]
+    steps = [step for step in steps if step.startswith("tg-parser")]
     assert steps == ["tg-parser init", "tg-parser db current"]
     for step in steps:
         result = run_cli(*shlex.split(step)[1:])

@@ -79,6 +79,7 @@ def add_slow_revisions(projects: Path) -> None:
         add_revision(projects, db.name, 2, SLOW.format(name=db.name))
 
 
+@pytest.mark.slow
 def test_killed_during_the_backup(legacy_copy, big_raw, projects):
     assert run_cli("init").exit_code == 0
     shutil.copyfile(big_raw, legacy_copy / "raw_storage.sqlite")
@@ -166,6 +167,7 @@ def _restore_setup(legacy_copy: Path, big_raw: Path) -> tuple[dict, dict]:
     return backed_up, content_checksums(raw)
 
 
+@pytest.mark.slow
 def test_killed_during_the_restore_safety_copy(legacy_copy, big_raw):
     backed_up, now = _restore_setup(legacy_copy, big_raw)
     raw = legacy_copy / "raw_storage.sqlite"
@@ -180,6 +182,7 @@ def test_killed_during_the_restore_safety_copy(legacy_copy, big_raw):
     assert content_checksums(raw) == backed_up
 
 
+@pytest.mark.slow
 def test_killed_during_the_restore_page_copy(legacy_copy, big_raw):
     backed_up, now = _restore_setup(legacy_copy, big_raw)
     raw = legacy_copy / "raw_storage.sqlite"

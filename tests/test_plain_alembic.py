@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -9,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, table_names, version_rows
+from tests.conftest import REPO, run_cli, table_names, version_rows
+from tg_parser.storage.databases import DATABASES
 
 ALEMBIC = [sys.executable, "-m", "alembic"]
 
@@ -127,3 +129,18 @@ def test_three_projects_share_one_database_without_seeing_each_other(tmp_path):
         connection.execute("CREATE TABLE stray (id INTEGER)")
     result = alembic("-c", "migrations_raw/alembic.ini", "-x", shared, "check", cwd=REPO)
     assert result.returncode != 0 and "stray" in result.stdout + result.stderr
+
+
+def test_db_paths_in_a_checkout_names_the_repository_projects_and_plain_alembic_runs_on_them(tmp_path, data_dir):
+    lines = run_cli("db", "paths").output.splitlines()
+    assert lines == [str(REPO / f"migrations_{name}" / "alembic.ini") for name in ("ingestion", "raw", "processing")]
+    report = json.loads(run_cli("db", "paths", "--only", "processing", "--json").output)
+    (entry,) = report["databases"]
+    assert (entry["name"], entry["state"]) == ("processing", "no file yet")
+    assert entry["project"] == str(REPO / "migrations_processing")
+    assert entry["alembic_ini"] == str(REPO / "migrations_processing" / "alembic.ini")
+    assert all(db.is_source_checkout for db in DATABASES)
+
+    (ini,) = run_cli("db", "paths", "--only", "raw").output.split()
+    assert alembic("-c", ini, "upgrade", "head", cwd=tmp_path).returncode == 0
+    assert version_rows(data_dir / "raw_storage.sqlite", "raw") == ["raw_0001"]

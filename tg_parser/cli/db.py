@@ -79,10 +79,10 @@ def _checked(targets: list[Target], revision: str) -> None:
 
 def _source_checkout(target: Target) -> None:
     """New revisions belong in the source tree, never in an installed package."""
-    if {"site-packages", "dist-packages"} & set(target.db.migrations_dir.parts):
+    if not target.db.is_source_checkout:
         raise click.UsageError(
-            f"{target.db.migrations_dir} is inside an installed package: write revisions in a source checkout"
-            " of tg-parser (git clone, then pip install -e .)"
+            f"{target.db.migrations_dir} is inside the installed tg_parser package, where a new revision "
+            "would be lost on the next install: write revisions in a source checkout (git clone, pip install -e .)"
         )
 
 
@@ -311,6 +311,29 @@ def stamp(settings, revision: str, only, purge: bool, yes: bool, no_backup: bool
         f"{target.name:<{render.NAME_WIDTH}} stamped {', '.join(outcome.after) or '(no revision)'}"
         f" (was {', '.join(outcome.before) or 'no revision'}); nothing was run"
     )
+
+
+@db.command()
+@only_option
+@json_option
+@click.pass_obj
+def paths(settings, only, as_json: bool) -> None:
+    """Print each project's alembic.ini path.
+
+    One per line, for plain Alembic on an installed copy:
+
+    \b
+    alembic -c "$(tg-parser db paths --only raw)" upgrade head
+    """
+    targets = selected_targets(settings, only)
+    if as_json:
+        render.print_json([
+            {**s.as_json(), "project": str(t.db.migrations_dir), "alembic_ini": str(t.db.alembic_ini)}
+            for t, s in zip(targets, render.statuses(targets))
+        ])
+        return
+    for target in targets:
+        click.echo(target.db.alembic_ini)
 
 
 @db.command()

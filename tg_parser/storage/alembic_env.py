@@ -1,12 +1,16 @@
 """The body of every project's `env.py`: each one calls `run(<its database name>)`.
 
-The database comes from, in order: a connection (or, for `--sql`, a URL) passed in
-`config.attributes` (how `tg-parser` calls Alembic), `-x url=...`, then Settings.
+The database comes from, in order: a connection or an Engine (or, for `--sql`, a URL)
+passed in `config.attributes` (how `tg-parser` and pytest-alembic call Alembic),
+`-x url=...`, then Settings.
 
 `tg-parser` passes a connection whose transaction it already holds; Alembic then neither
-begins nor commits, and the run commits every database together. Run by the `alembic`
-command, the whole command is one transaction that begins with the database's write lock
-(`tg_parser.storage.lock`), so a failure anywhere leaves the database as it was.
+begins nor commits, and the run commits every database together. Given an Engine (as
+pytest-alembic passes), or run by the `alembic` command, the whole command is one transaction
+that begins with the database's write lock (`tg_parser.storage.lock`), so a failure anywhere
+leaves the database as it was. An Engine of SQLite should come from
+`tg_parser.storage.engine.make_engine(url, write_lock=True)`: a plain one lets the driver run
+DDL outside the transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from logging.config import fileConfig
 from alembic import context
 from alembic.autogenerate.rewriter import Rewriter
 from alembic.operations import ops
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from tg_parser.core.settings import load_settings
 from tg_parser.storage.databases import Database, get_database
@@ -47,24 +51,31 @@ def run(name: str) -> None:
             context.run_migrations()
         return
 
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_online(connection, options)
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run_online(given, options)
         return
-    url = _url(db)
     timeout = load_settings().lock_timeout
-    engine = make_engine(url, write_lock=True, busy_timeout=timeout)
+    if isinstance(given, Engine):
+        _run_locked(given, db, options, timeout)
+        return
+    engine = make_engine(_url(db), write_lock=True, busy_timeout=timeout)
     try:
-        with engine.connect() as connection:
-            where = url.render_as_string(hide_password=True)
-            transaction = begin_locked(connection, db.version_table, where, timeout)
-            _run_online(connection, options)
-            transaction.commit()
+        _run_locked(engine, db, options, timeout)
     finally:
         engine.dispose()
 
 
-def _run_online(connection, options: dict) -> None:
+def _run_locked(engine: Engine, db: Database, options: dict, timeout: float) -> None:
+    """One transaction that begins with the database's write lock, committed when every revision ran."""
+    with engine.connect() as connection:
+        where = engine.url.render_as_string(hide_password=True)
+        transaction = begin_locked(connection, db.version_table, where, timeout)
+        _run_online(connection, options)
+        transaction.commit()
+
+
+def _run_online(connection: Connection, options: dict) -> None:
     context.configure(connection=connection, **options)
     with context.begin_transaction():
         context.run_migrations()
@@ -72,7 +83,7 @@ def _run_online(connection, options: dict) -> None:
 
 def _revision_directives(db: Database, keep_empty: bool):
     """Autogenerate's hook: drop known noise, and (when asked) write nothing when nothing changed."""
-    rewriter = _without_primary_key_nullability(db)
+    rewriter = without_primary_key_nullability(db)
 
     def process(context, revision, directives) -> None:
         rewriter(context, revision, directives)
@@ -82,18 +93,23 @@ def _revision_directives(db: Database, keep_empty: bool):
     return process
 
 
-def _without_primary_key_nullability(db: Database) -> Rewriter:
-    """Autogenerate on a server database must not propose making a primary key nullable again."""
+def without_primary_key_nullability(db: Database) -> Rewriter:
+    """The project's autogenerate rewriter (`process_revision_directives`).
+
+    On a server database, every primary-key column is NOT NULL, so autogenerate proposes making
+    the ones the 3.0.0 schema left nullable nullable again: that noise is dropped, and with it
+    each table's container it leaves empty, so an up-to-date database gives an empty revision.
+    """
     writer = Rewriter()
 
-    @writer.rewrites(ops.AlterColumnOp)
-    def drop_noise(context, revision, op):
-        noise = (
-            context.dialect.name != "sqlite"
-            and op.modify_nullable is not None
-            and db.is_nullable_primary_key(op.table_name, op.column_name)
-        )
-        return [] if noise else op
+    @writer.rewrites(ops.ModifyTableOps)
+    def drop_noise(context, revision, table_ops):
+        if context.dialect.name != "sqlite":
+            for op in table_ops.ops:
+                if isinstance(op, ops.AlterColumnOp) and db.is_nullable_primary_key(op.table_name, op.column_name):
+                    op.modify_nullable = None
+            table_ops.ops = [op for op in table_ops.ops if not isinstance(op, ops.AlterColumnOp) or op.has_changes()]
+        return table_ops if table_ops.ops else []
 
     return writer
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
+PACKAGED_PROJECTS = Path(__file__).resolve().parent.parent / "migrations"
+"""Where a wheel installs the three Alembic projects: `tg_parser/migrations/<name>/`."""
+
 
 @dataclass(frozen=True)
 class Database:
@@ -50,11 +53,28 @@ class Database:
 
     @cached_property
     def migrations_dir(self) -> Path:
-        """The project folder, in a source checkout or installed beside `tg_parser`."""
+        """The project folder: `migrations_<name>/` found on the import path, else the copy in the package.
+
+        A source checkout (an editable install, or a working folder at the repository's top) has
+        the repository on the import path; so do copies put first on PYTHONPATH. A wheel carries
+        the projects inside the package instead, so it installs no top-level names of its own.
+        """
         spec = importlib.util.find_spec(self.project)
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError(f"the Alembic project {self.project}/ is not installed")
-        return Path(next(iter(spec.submodule_search_locations))).resolve()
+        if spec is not None and spec.submodule_search_locations:
+            return Path(next(iter(spec.submodule_search_locations))).resolve()
+        packaged = PACKAGED_PROJECTS / self.name
+        if not packaged.is_dir():
+            raise RuntimeError(f"the Alembic project of {self.name} is neither {self.project}/ nor {packaged}")
+        return packaged
+
+    @property
+    def is_source_checkout(self) -> bool:
+        """Whether the project is a source folder to write revisions into, not the copy inside an installed package.
+
+        A revision written inside the package would become a head that the next `init` applies,
+        and the next install would remove it.
+        """
+        return not self.migrations_dir.is_relative_to(PACKAGED_PROJECTS)
 
     @property
     def alembic_ini(self) -> Path:
