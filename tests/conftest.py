@@ -157,8 +157,10 @@ def tg_parser_process(*args: str, projects: Path | None = None, env: dict | None
     )
 
 
-def tg_parser_run(*args: str, projects: Path | None = None, env: dict | None = None, timeout: float = 120):
-    process = tg_parser_process(*args, projects=projects, env=env)
+def tg_parser_run(
+    *args: str, projects: Path | None = None, env: dict | None = None, timeout: float = 120, cwd: Path | None = None
+):
+    process = tg_parser_process(*args, projects=projects, env=env, cwd=cwd)
     stdout, stderr = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

@@ -56,7 +56,7 @@ def run_scenario(folder: Path, projects: Path, env: dict) -> list[tuple[str, obj
     runs = []
 
     def run(label, *args, extra=None):
-        runs.append((label, tg_parser_run(*args, projects=projects, env={**env, **(extra or {})})))
+        runs.append((label, tg_parser_run(*args, projects=projects, env={**env, **(extra or {})}, cwd=folder)))
 
     run("init", "init")
     for db, table in zip(DATABASES, ("sources", "raw_messages", "processed_documents")):
@@ -79,22 +79,30 @@ def run_scenario(folder: Path, projects: Path, env: dict) -> list[tuple[str, obj
     return runs
 
 
-@pytest.fixture
-def scenario(tmp_path, projects, monkeypatch):
-    monkeypatch.delenv("LOG_FILE")
-
-    def play(**env):
-        return run_scenario(tmp_path / "scenario", projects, env)
-
-    return play
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    """The scenario played four ways, once per test module: JSON and text logs, each on standard
+    error and into LOG_FILE, all at DEBUG (which holds every INFO event too)."""
+    root = tmp_path_factory.mktemp("logs")
+    projects = root / "projects"
+    for db in DATABASES:
+        shutil.copytree(REPO / db.project, projects / db.project, ignore=shutil.ignore_patterns("__pycache__"))
+    runs = {}
+    for fmt in ("json", "text"):
+        runs[fmt] = run_scenario(root / "scenario", projects, {"LOG_FORMAT": fmt, "LOG_LEVEL": "DEBUG", "LOG_FILE": ""})
+        log_file = root / f"all-{fmt}.log"
+        in_file = run_scenario(root / "scenario", projects,
+                               {"LOG_FORMAT": fmt, "LOG_LEVEL": "DEBUG", "LOG_FILE": str(log_file)})
+        runs[f"{fmt} file"] = (in_file, log_file.read_text())
+    return runs
 
 
 def events_of(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def test_json_logs_cover_every_event_with_its_fields_and_one_run_id(scenario):
-    runs = scenario(LOG_FORMAT="json")
+def test_json_logs_cover_every_event_with_its_fields_and_one_run_id(played):
+    runs = played["json"]
     seen: dict[str, dict] = {}
     for label, result in runs:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -111,32 +119,30 @@ def test_json_logs_cover_every_event_with_its_fields_and_one_run_id(scenario):
         assert parsed[-1]["exit_code"] == result.returncode, label
     expected = set(EVENTS) - {"table_transferred"}  # needs PostgreSQL: its own test below
     assert expected - set(seen) == set(), f"never logged: {expected - set(seen)}"
-    assert len({r.stderr.splitlines()[0] for _, r in runs}) == len(runs)  # a new run id each time
+    assert len({events_of(r.stderr.splitlines())[0]["run_id"] for _, r in runs}) == len(runs)  # one per run
     applied = seen["revision_applied"]
     assert applied["from_revision"] and applied["to_revision"] and applied["seconds"] >= 0
     assert seen["llm_attempt"]["status"] == 429 and seen["llm_attempt"]["delay_reason"] == "retry-after"
     assert seen["backup_taken"]["sha256"] and seen["backup_taken"]["bytes"] > 0
 
 
-def test_json_logs_carry_alembic_records_with_the_same_run_id(scenario, projects):
-    runs = dict(scenario(LOG_FORMAT="json", LOG_LEVEL="INFO"))
-    parsed = events_of(runs["upgrade"].stderr.splitlines())
+def test_json_logs_carry_alembic_records_with_the_same_run_id(played):
+    parsed = events_of(dict(played["json"])["upgrade"].stderr.splitlines())
     alembic = [e for e in parsed if e["logger"].startswith("alembic")]
     assert any(e["event"].startswith("Running upgrade") for e in alembic)
     assert {e["run_id"] for e in alembic} == {parsed[0]["run_id"]}
 
 
 def normalized(text: str) -> str:
-    """Standard output with what differs between two runs anyway (times, timestamps) blanked."""
+    """Standard output with what differs between two runs anyway (times, timestamps, ports) blanked."""
     text = re.sub(r"\d+\.\d+ s", "N s", text)
     text = re.sub(r"\d{8}T\d{12}Z", "STAMP", text)
     text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
     return re.sub(r"time: \S+", "time: T", text)
 
 
-def test_standard_output_is_the_same_whatever_the_log_format(scenario):
-    text = scenario(LOG_FORMAT="text")
-    as_json = scenario(LOG_FORMAT="json")
+def test_standard_output_is_the_same_whatever_the_log_format(played):
+    text, as_json = played["text"], played["json"]
     assert [label for label, _ in text] == [label for label, _ in as_json]
     for (label, plain), (_, structured) in zip(text, as_json):
         assert normalized(plain.stdout) == normalized(structured.stdout), label
@@ -146,11 +152,9 @@ def test_standard_output_is_the_same_whatever_the_log_format(scenario):
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_no_secret_in_any_output_at_debug(scenario, tmp_path, log_format):
-    log_file = tmp_path / f"all-{log_format}.log"
-    on_stderr = scenario(LOG_FORMAT=log_format, LOG_LEVEL="DEBUG")
-    in_file = scenario(LOG_FORMAT=log_format, LOG_LEVEL="DEBUG", LOG_FILE=str(log_file))
-    logged = log_file.read_text()
+def test_no_secret_in_any_output_at_debug(played, log_format):
+    on_stderr = played[log_format]
+    in_file, logged = played[f"{log_format} file"]
     assert "command_started" in logged and "llm_attempt" in logged and "backup_taken" in logged
     everything = logged + "".join(r.stdout + r.stderr for _, r in on_stderr + in_file)
     for secret in (API_KEY, URL_PASSWORD, PROMPT):

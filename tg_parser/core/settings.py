@@ -210,6 +210,11 @@ class LogSettings(BaseSettings):
     def _lower(cls, value):
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if value == "" else value
+
 
 def load_settings(**overrides) -> _SettingsBase:
     """Load the database settings, turning a validation error into one line naming the variable."""
