@@ -48,7 +48,7 @@ def environment(data_dir: Path, **extra: str) -> dict:
         for k, v in os.environ.items()
         if not k.endswith(("_DB_PATH", "_DB_URL")) and k != "PYTHONDONTWRITEBYTECODE"
     }
-    return {**env, "TG_PARSER_DATA_DIR": str(data_dir), **extra}
+    return {**env, "TG_PARSER_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra}
 
 
 def bench_init(work: Path, repeat: int) -> tuple[float, float]:

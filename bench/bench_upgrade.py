@@ -75,7 +75,7 @@ def projects_with_rebuild(work: Path) -> Path:
 def environment(projects: Path, raw: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_DB_PATH", "_DB_URL"))}
     return {**env, "PYTHONPATH": str(projects), "RAW_STORAGE_DB_PATH": str(raw),
-            "TG_PARSER_DATA_DIR": str(raw.parent / "data")}
+            "TG_PARSER_DATA_DIR": str(raw.parent / "data"), "LOG_LEVEL": "WARNING"}
 
 
 def tg_parser(*args: str, env: dict) -> float:

@@ -14,6 +14,7 @@ leaves the database either exactly as it was or exactly the backup.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -425,27 +427,53 @@ def _size(path: Path) -> int:
 
 
 def _copy_hashed(source: Path, destination: Path, parent: int | None = None) -> str:
-    """Copy and hash in one pass through user space (which, unlike copy_file_range, works across
-    filesystems), then fsync. POSIX_FADV_DONTNEED after each chunk starts writing it to disk while
-    the next is read, so the closing fsync waits only for the tail."""
-    digest = hashlib.sha256()
+    """Copy `source` and hash it at once, on two cores: the copy runs in the kernel
+    (copy_file_range, or plain reads and writes where it is refused, as across filesystems) while a
+    thread hashes the same bytes, which nothing can change while the caller holds the write lock.
+    POSIX_FADV_DONTNEED after each chunk starts writing it to disk, so the closing fsync waits only
+    for the tail. `parent`: stop once the process that asked for the copy has gone."""
     total = source.stat().st_size
-    done = 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    with open(source, "rb") as reader, open(destination, "wb") as writer:
-        while count := reader.readinto(buffer):
-            if parent is not None and os.getppid() != parent:
-                raise BackupFailed("the process that asked for this copy has gone")
-            digest.update(view[:count])
-            writer.write(view[:count])
-            writer.flush()
-            os.posix_fadvise(writer.fileno(), done, count, os.POSIX_FADV_DONTNEED)
-            done += count
-        os.fsync(writer.fileno())
+    hashed: dict = {}
+
+    def hash_source() -> None:
+        try:
+            hashed["sha256"] = _sha256(source)
+        except OSError as error:
+            hashed["error"] = error
+
+    hasher = threading.Thread(target=hash_source)
+    hasher.start()
+    try:
+        done = 0
+        kernel = True
+        with open(source, "rb") as reader, open(destination, "wb") as writer:
+            while done < total:
+                if parent is not None and os.getppid() != parent:
+                    raise BackupFailed("the process that asked for this copy has gone")
+                count = min(CHUNK, total - done)
+                if kernel:
+                    try:
+                        copied = os.copy_file_range(reader.fileno(), writer.fileno(), count)
+                    except OSError as error:
+                        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                        kernel = False
+                        continue
+                else:
+                    copied = writer.write(reader.read(count))
+                    writer.flush()
+                if copied == 0:
+                    break
+                os.posix_fadvise(writer.fileno(), done, copied, os.POSIX_FADV_DONTNEED)
+                done += copied
+            os.fsync(writer.fileno())
+    finally:
+        hasher.join()
+    if "error" in hashed:
+        raise hashed["error"]
     if done != total:
         raise BackupFailed(f"{source} changed size while being copied ({total} → {done} bytes)")
-    return digest.hexdigest()
+    return hashed["sha256"]
 
 
 def _sha256(path: Path) -> str:
