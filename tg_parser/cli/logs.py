@@ -135,7 +135,10 @@ def human(text: str, level: int = logging.ERROR) -> None:
 
 def _without_dialect_announcements(record: logging.LogRecord) -> bool:
     """Alembic announces its dialect each time a migration context is made (every read of a
-    version table): "Context impl SQLiteImpl.", "Will assume transactional DDL.". Noise, not events."""
+    version table: "Context impl SQLiteImpl.", "Will assume transactional DDL.") and each plugin
+    autogenerate loads. Noise, not events."""
+    if record.name == "alembic.runtime.plugins":
+        return False
     return not (record.name == "alembic.runtime.migration" and record.msg.startswith(("Context impl", "Will assume")))
 
 
