@@ -446,9 +446,10 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Restored:
 
 
 def _current_or_unknown(target: Target) -> tuple[str, ...]:
+    """The revision that names the safety copy; a damaged file (restored all the same) has none."""
     try:
         return target.current()
-    except Exception:
+    except Unreadable:
         return ("unreadable",)
 
 
