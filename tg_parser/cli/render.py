@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from tg_parser.cli import logs
-from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem, describe_error
 from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.migrate.target import Target
 from tg_parser.storage.lock import LockTimeout
@@ -61,8 +61,8 @@ def guarded(action):
             sys.exit(EXIT_PARTIAL)
         logs.human("Every database was rolled back: no data was changed.")
         sys.exit(EXIT_FAILED)
-    except Exception as error:  # Alembic's CommandError and the like: one line, not a traceback
-        logs.human(f"error: {type(error).__name__}: {error}")
+    except Exception as error:  # a driver's or Alembic's error: one line, not a traceback
+        logs.human(f"error: {describe_error(error)}")
         sys.exit(EXIT_FAILED)
 
 

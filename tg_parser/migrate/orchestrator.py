@@ -22,11 +22,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.util import CommandError
-from sqlalchemy.exc import DBAPIError
 
 from tg_parser.core.events import emit
 from tg_parser.migrate import adopt, backup
-from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem
+from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem, describe_error
 from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
 from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
 from tg_parser.migrate.target import Target
@@ -146,13 +145,13 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                     outcomes[name].status = "committed"
                     outcomes[name].held_seconds = transactions.of(name).held_seconds
         except BaseException as error:
-            _settle(outcomes, transactions, working, _describe(error), new_files)
+            _settle(outcomes, transactions, working, describe_error(error), new_files)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
                 raise
             partial = any(o.status == "committed" for o in outcomes.values())
-            raise MigrationFailed(running, _describe(error), list(outcomes.values()), partial) from error
+            raise MigrationFailed(running, describe_error(error), list(outcomes.values()), partial) from error
     if options.backup:
         for outcome in outcomes.values():
             if outcome.backup is not None:
@@ -349,22 +348,6 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
     outcome.after = target.current(connection)
 
 
-def _describe(error: BaseException) -> str:
-    """One line: the driver's own message for a database error, without SQLAlchemy's statement dump.
-
-    When cleaning up after an error raised another (Alembic's batch mode drops its temporary
-    table after a full disk had already rolled the transaction back), the first error is the cause.
-    """
-    if isinstance(error, CommandError):
-        return str(error)
-    first = error
-    while first.__context__ is not None and isinstance(first.__context__, (DBAPIError, sqlite3.Error)):
-        first = first.__context__
-    if isinstance(first, DBAPIError) and first.orig is not None:
-        first = first.orig
-    return f"{type(first).__name__}: {' '.join(str(first).split())}"
-
-
 def upgrade_sql(target: Target, revision: str, out, repair: bool = False) -> None:
     """Write the SQL an upgrade would run to `out`, touching nothing (Alembic's offline mode).
 
@@ -441,7 +424,7 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Restored:
         except backup.BackupFailed as error:
             raise Refused([f"{target.name}: the safety copy failed, nothing was restored: {error}"]) from error
         except sqlite3.Error as error:
-            message = f"restore failed, {target.location} is unchanged: {_describe(error)}"
+            message = f"restore failed, {target.location} is unchanged: {describe_error(error)}"
             raise MigrationFailed(target.name, message, []) from error
 
 
