@@ -194,21 +194,12 @@ def heads(settings, only, as_json: bool) -> None:
 @click.pass_obj
 def show(settings, revision: str, only) -> None:
     """Show one revision: its parent, file and description."""
-    targets = [t for t in selected_targets(settings, only) if _has_revision(t, revision)]
+    targets = [t for t in selected_targets(settings, only) if t.has_revision(revision)]
     if not targets:
         raise click.BadParameter(f"no project has revision {revision!r} (see tg-parser db history)", param_hint="REVISION")
     for target in targets:
         click.echo(f"{target.name:<{render.NAME_WIDTH}} {target.location}")
         render.guarded(lambda: command.show(target.config(), revision))
-
-
-def _has_revision(target: Target, revision: str) -> bool:
-    from alembic.util import CommandError
-
-    try:
-        return bool(target.script.get_revisions(revision))
-    except CommandError:
-        return False
 
 
 @db.command()

@@ -33,12 +33,11 @@ from pathlib import Path
 from tg_parser.core.events import emit
 from tg_parser.migrate.errors import Refused
 from tg_parser.storage.databases import NAMES, Database
-from tg_parser.storage.lock import LockTimeout, timed_out
+from tg_parser.storage.lock import LockTimeout, retry_while_busy, timed_out
 
 CHUNK = 8 * 1024 * 1024
 RESTORE_STEP_BYTES = 4 * 1024 * 1024
 PROGRESS_POLL_S = 0.1
-LOCK_STEP_S = 0.2
 _NAME = re.compile(rf"^(?P<db>{'|'.join(NAMES)})-(?P<revision>.+)-(?P<stamp>\d{{8}}T\d{{12}}Z)\.sqlite$")
 BEFORE_RESTORE = "before restore"
 
@@ -313,23 +312,9 @@ def _lock_exclusively(connection: sqlite3.Connection, live: Path, timeout: float
     up; only EXCLUSIVE locking mode, asked first, keeps every other connection out, and SQLite
     grants it once no other connection has the file open. The wait is taken in short steps, so
     Ctrl-C and SIGTERM act at once."""
-    deadline = time.monotonic() + timeout
     if wal:
         connection.execute("PRAGMA locking_mode = EXCLUSIVE")
-    connection.execute("PRAGMA busy_timeout = 0")
-    while True:
-        try:
-            connection.execute("BEGIN EXCLUSIVE")
-            break
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error):
-                raise
-        if time.monotonic() >= deadline:
-            raise timed_out(str(live), timeout)
-        if on_wait:
-            on_wait()
-            on_wait = None
-        connection.execute(f"PRAGMA busy_timeout = {int(max(0.0, min(LOCK_STEP_S, deadline - time.monotonic())) * 1000)}")
+    retry_while_busy(lambda: connection.execute("BEGIN EXCLUSIVE"), connection, str(live), timeout, on_wait)
     if not wal:
         connection.execute("PRAGMA locking_mode = EXCLUSIVE")
     connection.execute("COMMIT")

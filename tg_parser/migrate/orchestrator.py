@@ -265,23 +265,25 @@ def _confirm(plans: list[DatabasePlan], options: Options) -> set[str]:
 
 
 def _refuse_without_space(plans: list[DatabasePlan], options: Options) -> None:
-    """Room on each filesystem for the backups and for SQLite's rollback journal (up to the file's size)."""
-    needed: dict[int, tuple[Path, int, list[str]]] = {}
-
-    def need(folder: Path, size: int, what: str) -> None:
-        folder = backup.existing_folder(folder)
-        device = folder.stat().st_dev
-        place, total, whats = needed.get(device, (folder, 0, []))
-        needed[device] = (place, total + size, whats + [f"{what} {size / 1e6:.1f} MB"])
-
+    """Room for SQLite's rollback journal (up to the file's size) and for the backups."""
+    needs = []
     for plan in plans:
         file = plan.target.sqlite_file
-        if not plan.needs_work or file is None or not plan.target.holds_data():
-            continue
-        size = file.stat().st_size
-        need(file.parent, size, f"{plan.name} journal")
-        if options.backup:
-            need(options.backups_dir, size, f"{plan.name} backup")
+        if plan.needs_work and file is not None and plan.target.holds_data():
+            size = file.stat().st_size
+            needs.append((file.parent, size, f"{plan.name} journal"))
+            if options.backup:
+                needs.append((options.backups_dir, size, f"{plan.name} backup"))
+    _refuse_without_room(needs)
+
+
+def _refuse_without_room(needs: list[tuple[Path, int, str]]) -> None:
+    """Refuse when a filesystem lacks room (with a margin) for what it must hold: (folder, bytes, what)."""
+    needed: dict[int, tuple[Path, int, list[str]]] = {}
+    for folder, size, what in needs:
+        folder = backup.existing_folder(folder)
+        place, total, whats = needed.get(folder.stat().st_dev, (folder, 0, []))
+        needed[folder.stat().st_dev] = (place, total + size, [*whats, f"{what} {size / 1e6:.1f} MB"])
     problems = [
         f"not enough free disk in {place}: need {total * SPACE_MARGIN / 1e6:.1f} MB ({', '.join(whats)}),"
         f" have {backup.free_space(place) / 1e6:.1f} MB"
@@ -438,22 +440,11 @@ def _current_or_unknown(target: Target) -> tuple[str, ...]:
 
 def _refuse_restore_without_space(target: Target, chosen: Path, options: Options) -> None:
     live = target.sqlite_file.stat().st_size if target.holds_data() else 0
-    needed: dict[int, tuple[Path, int]] = {}
-    for folder, size in (
-        (target.sqlite_file.parent, live + max(0, chosen.stat().st_size - live)),  # journal, then growth
-        (options.backups_dir, live if options.backup else 0),
-    ):
-        folder = backup.existing_folder(folder)
-        place, total = needed.get(folder.stat().st_dev, (folder, 0))
-        needed[folder.stat().st_dev] = (place, total + size)
-    problems = [
-        f"not enough free disk in {place} to restore {target.name}: need {total * SPACE_MARGIN / 1e6:.1f} MB,"
-        f" have {backup.free_space(place) / 1e6:.1f} MB"
-        for place, total in needed.values()
-        if total * SPACE_MARGIN > backup.free_space(place)
-    ]
-    if problems:
-        raise Refused(problems)
+    growth = max(0, chosen.stat().st_size - live)
+    needs = [(target.sqlite_file.parent, live + growth, f"{target.name} journal and growth")]
+    if options.backup:
+        needs.append((options.backups_dir, live, f"{target.name} safety copy"))
+    _refuse_without_room(needs)
 
 
 def validate_revision(targets: Sequence[Target], revision: str) -> None:
@@ -466,11 +457,7 @@ def validate_revision(targets: Sequence[Target], revision: str) -> None:
     if revision in ("head", "heads", "base") or revision[:1] in "+-" or "@" in revision:
         return
     for target in targets:
-        try:
-            found = target.script.get_revisions(revision)
-        except CommandError:
-            found = ()
-        if not found:
+        if not target.has_revision(revision):
             known = ", ".join(rev.revision for rev in target.script.walk_revisions())
             raise ValueError(
                 f"revision {revision!r} is not in the {target.name} project (it has: {known}); "

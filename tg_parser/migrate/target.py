@@ -12,6 +12,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DatabaseError, OperationalError
 
@@ -58,6 +59,13 @@ class Target:
 
     def heads(self) -> tuple[str, ...]:
         return tuple(self.script.get_heads())
+
+    def has_revision(self, revision: str) -> bool:
+        """Whether this project has `revision` (an id, a unique prefix of one, or a branch label)."""
+        try:
+            return bool(self.script.get_revisions(revision))
+        except CommandError:
+            return False
 
     def unknown_revisions(self, revisions) -> list[str]:
         """Those of `revisions` this project does not have: the database is newer than this code

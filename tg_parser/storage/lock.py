@@ -12,9 +12,11 @@ TG_PARSER_LOCK_TIMEOUT.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, RootTransaction
@@ -22,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 LOCK_NOT_AVAILABLE = "55P03"
 WAIT_STEP_S = 0.2
+T = TypeVar("T")
 
 
 class LockTimeout(RuntimeError):
@@ -61,17 +64,21 @@ def lock_project(
 
 
 def _sqlite_begin(connection: Connection, where: str, timeout: float, on_wait) -> RootTransaction:
-    """BEGIN IMMEDIATE, retried in short waits until `timeout`: SQLite's own busy wait runs in C,
-    where Ctrl-C and SIGTERM would go unheard until it gave up."""
-    driver = connection.connection.driver_connection
+    return retry_while_busy(connection.begin, connection.connection.driver_connection, where, timeout, on_wait)
+
+
+def retry_while_busy(attempt: Callable[[], T], driver, where: str, timeout: float, on_wait=None) -> T:
+    """`attempt` (a BEGIN that takes a lock), retried in short waits while SQLite says the database
+    is locked, until `timeout`: SQLite's own busy wait runs in C, where Ctrl-C and SIGTERM would go
+    unheard until it gave up. `driver` is the sqlite3 connection whose busy timeout paces it."""
     deadline = time.monotonic() + timeout
     driver.execute("PRAGMA busy_timeout = 0")
     try:
         while True:
             try:
-                return connection.begin()
-            except OperationalError as error:
-                if not is_busy(error):
+                return attempt()
+            except (OperationalError, sqlite3.OperationalError) as error:
+                if "database is locked" not in str(error):
                     raise
             if time.monotonic() >= deadline:
                 raise timed_out(where, timeout)
