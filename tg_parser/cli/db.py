@@ -62,6 +62,7 @@ def options(
         confirm=lambda reasons: render.confirm(reasons, yes, question),
         progress=render.progress,
         waiting=render.waiting,
+        notice=render.holds,
         warn=lambda text: logs.human(f"warning: {text}", logging.WARNING),
         configured=selected_targets(settings, ()),
         repair=repair,

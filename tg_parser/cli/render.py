@@ -78,6 +78,12 @@ def waiting(target: Target, timeout: float) -> None:
     )
 
 
+def holds(lines: list[str]) -> None:
+    """Before the run takes its locks: which databases it will hold, about how long, and who waits."""
+    for line in lines:
+        click.echo(f"holds   {line}")
+
+
 def confirm(reasons: list[str], yes: bool, question: str) -> bool:
     """--yes confirms; at a terminal, ask; otherwise refuse (the caller says why)."""
     if not yes and not sys.stdin.isatty():

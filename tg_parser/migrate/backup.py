@@ -130,6 +130,56 @@ def take(
     A WAL database is copied through `wal_reader` (a connection that can read it), since its
     committed pages may sit in the `-wal` file; any other is copied byte for byte.
     """
+    def copy(partial: Path) -> str:
+        if wal_reader is not None:
+            _backup_api_copy(wal_reader, partial)
+            return _sha256(partial)
+        return _copy_in_child(source, partial, progress)
+
+    return _take(db, revision, reason, source, directory, copy)
+
+
+def take_online(
+    db: str, revision: str, reason: str, source: Path, directory: Path, *, timeout: float,
+    progress: Progress | None = None,
+) -> tuple[Backup, float]:
+    """Back up `source` while writers go on, as one consistent state; return it and how long
+    writers were held (their longest possible wait).
+
+    WAL: one step of the online backup API inside a read transaction, a snapshot that writers do
+    not wait for. Rollback journal: a read transaction (which keeps writers from committing) only
+    while the kernel copies the file into the page cache; the copy is then hashed and flushed
+    to disk after it has ended."""
+    reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
+    held = [0.0]
+    try:
+        wal = reader.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+        def copy(partial: Path) -> str:
+            if wal:
+                _backup_api_copy(reader, partial)
+                return _sha256(partial)
+            retry_while_busy(lambda: reader.execute("BEGIN"), reader, str(source), timeout)
+            try:
+                reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the shared lock
+                started = time.perf_counter()
+                _copy_in_child(source, partial, progress, durable=False)
+                held[0] = time.perf_counter() - started
+            finally:
+                reader.execute("COMMIT")
+            digest = _sha256(partial)
+            with open(partial, "rb+") as file:
+                os.fsync(file.fileno())
+            return digest
+
+        return _take(db, revision, reason, source, directory, copy), held[0]
+    finally:
+        reader.close()
+
+
+def _take(db: str, revision: str, reason: str, source: Path, directory: Path, copy: Callable[[Path], str]) -> Backup:
+    """Copy `source` with `copy(partial)` (which returns the copy's SHA-256), check it, and put it in place
+    with its manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     taken_at = datetime.now(UTC)
@@ -137,11 +187,7 @@ def take(
     final = directory / name
     partial = directory / f".{name}.partial"
     try:
-        if wal_reader is not None:
-            _backup_api_copy(wal_reader, partial)
-            digest = _sha256(partial)
-        else:
-            digest = _copy_in_child(source, partial, progress)
+        digest = copy(partial)
         check_complete(partial)
         _write_json(
             manifest_of(final),
@@ -359,7 +405,7 @@ def _backup_api_copy(reader: sqlite3.Connection, destination: Path) -> None:
         os.fsync(file.fileno())
 
 
-def _copy_in_child(source: Path, destination: Path, progress: Progress | None) -> str:
+def _copy_in_child(source: Path, destination: Path, progress: Progress | None, durable: bool = True) -> str:
     """Copy the live file in a child process, because closing any descriptor of a file drops every
     POSIX lock this process holds on it, SQLite's write lock included (the caller holds it, and
     must keep holding it). Locks are per process: the child's open and close cannot touch them."""
@@ -373,7 +419,7 @@ def _copy_in_child(source: Path, destination: Path, progress: Progress | None) -
                 signal.signal(number, signal.SIG_DFL)
             os.close(reader)
             try:
-                message = "ok " + _copy_hashed(source, destination, parent)
+                message = "ok " + _copy_hashed(source, destination, parent, durable)
                 code = 0
             except BaseException as error:  # noqa: BLE001 - everything must reach the parent as text
                 message = f"error {_plain(error)}"
@@ -411,12 +457,13 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _copy_hashed(source: Path, destination: Path, parent: int | None = None) -> str:
+def _copy_hashed(source: Path, destination: Path, parent: int | None = None, durable: bool = True) -> str:
     """Copy `source` and hash it at once, on two cores: the copy runs in the kernel
     (copy_file_range, or plain reads and writes where it is refused, as across filesystems) while a
     thread hashes the same bytes, which nothing can change while the caller holds the write lock.
     POSIX_FADV_DONTNEED after each chunk starts writing it to disk, so the closing fsync waits only
-    for the tail. `parent`: stop once the process that asked for the copy has gone."""
+    for the tail. `parent`: stop once the process that asked for the copy has gone. Not `durable`:
+    only the copy, into the page cache, neither hashed nor flushed (the caller does both later)."""
     total = source.stat().st_size
     hashed: dict = {}
 
@@ -426,7 +473,7 @@ def _copy_hashed(source: Path, destination: Path, parent: int | None = None) -> 
         except OSError as error:
             hashed["error"] = error
 
-    hasher = threading.Thread(target=hash_source)
+    hasher = threading.Thread(target=hash_source if durable else lambda: None)
     hasher.start()
     try:
         done = 0
@@ -449,16 +496,18 @@ def _copy_hashed(source: Path, destination: Path, parent: int | None = None) -> 
                     writer.flush()
                 if copied == 0:
                     break
-                os.posix_fadvise(writer.fileno(), done, copied, os.POSIX_FADV_DONTNEED)
+                if durable:
+                    os.posix_fadvise(writer.fileno(), done, copied, os.POSIX_FADV_DONTNEED)
                 done += copied
-            os.fsync(writer.fileno())
+            if durable:
+                os.fsync(writer.fileno())
     finally:
         hasher.join()
     if "error" in hashed:
         raise hashed["error"]
     if done != total:
         raise BackupFailed(f"{source} changed size while being copied ({total} → {done} bytes)")
-    return hashed["sha256"]
+    return hashed.get("sha256", "")
 
 
 def _sha256(path: Path) -> str:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,15 +26,17 @@ from alembic import command
 from alembic.util import CommandError
 
 from tg_parser.core.events import emit
-from tg_parser.migrate import adopt, backup
+from tg_parser.migrate import adopt, backup, holds, online
 from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem, describe_error
 from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
 from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
-from tg_parser.storage.lock import LockTimeout, file_identity
+from tg_parser.storage.lock import LockTimeout, file_identity, is_contention, timed_out
 
 SPACE_MARGIN = 1.1
+ATTEMPT_S = 0.2
+"""How long one attempt at a run's locks waits before it lets every lock go and tries again."""
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +56,8 @@ class Options:
     """Every configured database, selected or not: none may share a file with a selected one."""
     warn: Callable[[str], None] = lambda text: None
     """Told what the operator should know but that does not stop the command."""
+    notice: Callable[[list[str]], None] = lambda lines: None
+    """Told, before any lock is taken, which databases will be held and for about how long."""
     repair: bool = False
     """Rebuild tables that differ from the baseline only in ways a rebuild removes, then adopt (`--repair`)."""
 
@@ -67,8 +73,15 @@ class Outcome:
     rebuilt: dict[str, int] = field(default_factory=dict)
     """Each table `--repair` rebuilt, with its row count (verified with the content checksum)."""
     backup: backup.Backup | None = None
+    backup_held_seconds: float = 0.0
+    """How long the backup kept writers from committing (0 in WAL mode)."""
     held_seconds: float = 0.0
-    """How long the run held the database's write lock (other writers waited that long at most)."""
+    """How long the run held the database's lock (other writers, and in rollback-journal mode readers,
+    waited that long at most)."""
+    online: list[str] = field(default_factory=list)
+    """Tables rebuilt online: only swapped in while the lock was held."""
+    blocking: list[str] = field(default_factory=list)
+    """Tables of `online.batch_alter_table` rebuilt inside the held transaction after all."""
     status: str = "not started"
     """not started, unchanged, committed, rolled back."""
 
@@ -106,52 +119,39 @@ def _logs_refusals(function):
 @_logs_refusals
 def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Options, report) -> list[Outcome]:
     refuse_unsafe_files(targets, options.backups_dir if options.backup else None, options.configured)
-    preview = _plan_all(targets, None, upgrading, revision, repair=options.repair)
-    confirmed = set() if upgrading else _confirm(preview, options)
-    outcomes = {t.name: Outcome(t.name, t.location, ()) for t in targets}
-    new_files = {t.name for t in targets if t.sqlite_file is not None and not t.holds_data()}
-    working: set[str] = set()
-    running = targets[0].name
-    with raised_as_interrupted() as signals:
-        transactions = HeldTransactions(targets, options.lock_timeout, _waiting(options))
+    files = [t.sqlite_file for t in targets if t.sqlite_file is not None]
+    with raised_as_interrupted() as signals, _run_locks(files, options.lock_timeout):
+        for target in targets:  # what a killed run left, before anything else
+            if target.sqlite_file is not None:
+                online.clean_leftovers(target.sqlite_file, options.lock_timeout)
+                backup.clean_partials(options.backups_dir, target.name)
+        preview = _plan_all(targets, None, upgrading, revision, repair=options.repair)
+        confirmed = set() if upgrading else _confirm(preview, options)
+        outcomes = {p.name: Outcome(p.name, p.target.location, p.before, p.before, status="unchanged") for p in preview}
+        busy = [p for p in preview if p.needs_work]
+        if not busy:  # nothing to run: no lock is taken, nothing is held
+            return [outcomes[t.name] for t in targets]
+        _refuse_without_space(busy, options)
+        new_files = {p.name for p in busy if p.target.sqlite_file is not None and not p.target.holds_data()}
+        run = _Run(outcomes, upgrading, revision, options, report, signals)
         try:
-            with transactions:
-                plans = _plan_all(targets, transactions, upgrading, revision, repair=options.repair)
-                for plan in plans:
-                    _log_plan(plan)
-                    transactions.note_revision(plan.name, plan.before)
-                    outcomes[plan.name].before = outcomes[plan.name].after = plan.before
-                    outcomes[plan.name].status = "unchanged"
-                    if plan.needs_work:
-                        working.add(plan.name)
-                unconfirmed = [r for p in plans if not upgrading for r in p.destructive if r not in confirmed]
-                if unconfirmed:
-                    raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
-                if not any(p.needs_work for p in plans):
-                    return [outcomes[t.name] for t in targets]
-                _refuse_without_space(plans, options)
-                for plan in plans:
-                    if plan.target.sqlite_file is not None:
-                        backup.clean_partials(options.backups_dir, plan.name)
-                    if options.backup:
-                        _backup(plan, transactions, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
-                for plan in plans:
-                    running = plan.name
-                    _run(plan, transactions.connection(plan.target), outcomes[plan.name], revision, upgrading)
-                    transactions.note_revision(plan.name, outcomes[plan.name].after)
-                    report(outcomes[plan.name])
-                signals.deferred = True  # from here on a signal must not split the commits
-                for name in transactions.commit():
-                    outcomes[name].status = "committed"
-                    outcomes[name].held_seconds = transactions.of(name).held_seconds
+            for plan in busy:
+                run.running = plan.name
+                if options.backup:
+                    _backup(plan, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
+            prepared = {plan.name: _prepare(plan, options, upgrading, revision) for plan in busy}
+            options.notice(holds.describe(busy, prepared, options.backup))
+            run.hold_and_commit([p.target for p in busy], confirmed, prepared)
         except BaseException as error:
-            _settle(outcomes, transactions, working, describe_error(error), new_files)
+            _settle(outcomes, run.transactions, run.working, describe_error(error), new_files)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
                 raise
             partial = any(o.status == "committed" for o in outcomes.values())
-            raise MigrationFailed(running, describe_error(error), list(outcomes.values()), partial) from error
+            raise MigrationFailed(run.running, describe_error(error), list(outcomes.values()), partial) from error
+        finally:
+            _clean_after(busy, outcomes, options, signals)
     if options.backup:
         for outcome in outcomes.values():
             if outcome.backup is not None:
@@ -159,6 +159,123 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                 if pruned:
                     emit(log, "backups_pruned", database=outcome.name, paths=[str(p) for p in pruned])
     return [outcomes[t.name] for t in targets]
+
+
+@dataclass
+class _Run:
+    """The held part of a run: every lock taken together, the revisions, the commits."""
+
+    outcomes: dict[str, Outcome]
+    upgrading: bool
+    revision: str
+    options: Options
+    report: Callable
+    signals: object
+    transactions: HeldTransactions | None = None
+    working: set[str] = field(default_factory=set)
+    running: str = ""
+
+    def hold_and_commit(self, targets: list[Target], confirmed: set[str], prepared: dict) -> None:
+        """Take every lock (SQLite: BEGIN EXCLUSIVE, so no reader can refuse a commit later), all
+        together in short attempts, so that a busy database never keeps the others locked while it
+        is waited for; a PostgreSQL statement that waits on a lock past the attempt gives up the
+        same way. Retried, with a pause, until TG_PARSER_LOCK_TIMEOUT."""
+        asked = time.monotonic()
+        deadline = asked + self.options.lock_timeout
+        told = False
+        while True:
+            attempt = max(0.01, min(ATTEMPT_S, deadline - time.monotonic()))
+            self.transactions = HeldTransactions(targets, attempt, exclusive=True, quiet=True)
+            try:
+                with self.transactions:
+                    self.transactions.announce(time.monotonic() - asked)
+                    self._run_held(confirmed, prepared)
+                    return
+            except BaseException as error:
+                if not is_contention(error) or self.signals.received is not None or self._any_committed():
+                    raise
+                if time.monotonic() >= deadline:
+                    where = getattr(error, "where", "") or ", ".join(t.location for t in targets)
+                    raise timed_out(where, self.options.lock_timeout) from None
+                if not told:
+                    told = True
+                    busy = next((t for t in targets if t.location == getattr(error, "where", None)), targets[0])
+                    emit(log, "lock_waiting", logging.WARNING, database=busy.name, timeout=self.options.lock_timeout)
+                    if self.options.waiting:
+                        self.options.waiting(busy, self.options.lock_timeout)
+                time.sleep(random.uniform(0.02, 0.1))
+
+    def _any_committed(self) -> bool:
+        return any(o.status == "committed" for o in self.outcomes.values())
+
+    def _run_held(self, confirmed: set[str], prepared: dict) -> None:
+        transactions, outcomes = self.transactions, self.outcomes
+        plans = _plan_all(transactions.targets, transactions, self.upgrading, self.revision, repair=self.options.repair)
+        for plan in plans:
+            _log_plan(plan)
+            transactions.note_revision(plan.name, plan.before)
+            outcomes[plan.name].before = outcomes[plan.name].after = plan.before
+            if plan.needs_work:
+                self.working.add(plan.name)
+        unconfirmed = [r for p in plans if not self.upgrading for r in p.destructive if r not in confirmed]
+        if unconfirmed:
+            raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
+        for plan in plans:
+            self.running = plan.name
+            swaps = online.Swaps(prepared.get(plan.name, {}))
+            _run(plan, transactions.connection(plan.target), outcomes[plan.name], self.revision, self.upgrading, swaps)
+            transactions.note_revision(plan.name, outcomes[plan.name].after)
+            self.report(outcomes[plan.name])
+        self.signals.deferred = True  # from here on a signal must not split the commits
+        for name in transactions.commit():
+            outcomes[name].status = "committed"
+            outcomes[name].held_seconds = transactions.of(name).held_seconds
+
+
+@contextmanager
+def _run_locks(files: list[Path], timeout: float) -> Iterator[None]:
+    with ExitStack() as stack:
+        for file in files:
+            stack.enter_context(online.run_lock(file, timeout))
+        yield
+
+
+def _prepare(plan: DatabasePlan, options: Options, upgrading: bool, revision: str) -> dict:
+    """Build the new tables of the plan's online rebuilds, before any lock (SQLite files only)."""
+    target = plan.target
+    if target.sqlite_file is None or not target.holds_data() or not _uses_online(plan):
+        return {}
+    with target.connect() as connection:
+        rows = online.schema_rows(connection)
+
+    def rehearse(config, connection) -> None:
+        for statement in plan.adoption.statements if plan.adoption else ():
+            connection.exec_driver_sql(statement)
+        (command.upgrade if upgrading else command.downgrade)(config, revision)
+
+    start = (plan.adoption.baseline,) if plan.adoption else plan.before
+    try:
+        rebuilds = online.rehearse(target.db, rows, list(start), rehearse)
+    except Exception as error:  # noqa: BLE001 - the run itself will meet the same error, inside its transaction
+        log.debug("rehearsal of %s failed: %s", target.name, error)
+        return {}
+    return online.prepare(target.sqlite_file, rebuilds, options.lock_timeout)
+
+
+def _uses_online(plan: DatabasePlan) -> bool:
+    return any("online.batch_alter_table" in Path(step.path).read_text() for step in plan.steps)
+
+
+def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options: Options, signals) -> None:
+    """The old tables of committed swaps, or the new tables of a run rolled back, go (in short transactions)."""
+    signals.deferred = False
+    for plan in busy:
+        if plan.target.sqlite_file is not None:
+            try:
+                online.clean_leftovers(plan.target.sqlite_file, options.lock_timeout)
+            except Exception as error:  # noqa: BLE001 - leftovers hold no live data; the next command removes them
+                options.warn(f"{plan.name}: could not yet remove the online rebuild's leftover tables"
+                             f" ({describe_error(error)}); the next tg-parser db command removes them")
 
 
 def _log_plan(plan: DatabasePlan) -> None:
@@ -174,13 +291,14 @@ def _waiting(options: Options):
 
 
 def _settle(
-    outcomes: dict[str, Outcome], transactions: HeldTransactions, working: set[str], reason: str, new_files: set[str]
+    outcomes: dict[str, Outcome], transactions: HeldTransactions | None, working: set[str], reason: str, new_files: set[str]
 ) -> None:
     """After a failure: roll back what is not committed and record each database's fate.
 
     A file this run created stays, empty: an empty SQLite file is an empty database (removing it
     could pull it from under another process that has just opened it)."""
-    transactions.rollback(reason)
+    if transactions is not None:
+        transactions.rollback(reason)
     for outcome in outcomes.values():
         if outcome.status == "unchanged" and outcome.name in working:
             outcome.status = "rolled back"
@@ -294,10 +412,19 @@ def _refuse_without_room(needs: list[tuple[Path, int, str]]) -> None:
         raise Refused(problems)
 
 
-def _backup(plan: DatabasePlan, transactions: HeldTransactions, outcome: Outcome, options: Options, reason: str):
-    if plan.target.sqlite_file is not None and plan.needs_work and plan.target.holds_data():
-        connection = transactions.connection(plan.target)
-        outcome.backup = _take_backup(plan.target, plan.before, connection, options, reason)
+def _backup(plan: DatabasePlan, outcome: Outcome, options: Options, reason: str) -> None:
+    """Back up a SQLite file about to change, while its writers go on (`backup.take_online`)."""
+    target = plan.target
+    if target.sqlite_file is None or not target.holds_data():
+        return
+    label = "-".join(plan.before) or "unversioned"
+    file = target.sqlite_file
+    progress = options.progress(f"backing up {target.name}", file.stat().st_size) if options.progress else None
+    try:
+        outcome.backup, outcome.backup_held_seconds = backup.take_online(
+            target.name, label, reason, file, options.backups_dir, timeout=options.lock_timeout, progress=progress)
+    except backup.BackupFailed as error:
+        raise Refused([f"{target.name}: {error}"]) from error
 
 
 def _take_backup(target: Target, before: tuple[str, ...], connection, options: Options, reason: str) -> backup.Backup:
@@ -316,7 +443,7 @@ def _take_backup(target: Target, before: tuple[str, ...], connection, options: O
             reader.close()
 
 
-def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrading: bool) -> None:
+def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrading: bool, swaps=None) -> None:
     """Run the planned steps inside the held transaction; anything else than the plan is a failure."""
     if not plan.needs_work:
         return
@@ -341,7 +468,11 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
     if plan.steps:
         config = target.config(connection)
         config.attributes["on_version_apply"] = record
+        if swaps is not None:
+            config.attributes[online.ATTRIBUTE] = swaps
         (command.upgrade if upgrading else command.downgrade)(config, revision)
+        if swaps is not None:
+            outcome.online, outcome.blocking = list(swaps.done), list(swaps.blocking)
     outcome.steps = ran
     if [(s.revision, s.upgrade) for s in ran] != [(s.revision, s.upgrade) for s in plan.steps]:
         raise RuntimeError(
@@ -414,7 +545,8 @@ def restore(target: Target, chosen: Path, options: Options) -> backup.Restored:
     progress = options.progress(f"restoring {target.name}", size) if options.progress else None
     waiting = (lambda: options.waiting(target, options.lock_timeout)) if options.waiting else None
     started = time.perf_counter()
-    with raised_as_interrupted():
+    with raised_as_interrupted(), _run_locks([file], options.lock_timeout):
+        online.clean_leftovers(file, options.lock_timeout)
         try:
             restored = backup.restore(
                 chosen, file, timeout=options.lock_timeout, safety=safety, progress=progress, on_wait=waiting
@@ -489,18 +621,22 @@ def stamp(target: Target, revision: str, options: Options, purge: bool = False) 
     )
     if not options.confirm([reason]):
         raise Refused([reason, "stamp not confirmed (pass --yes to confirm)"])
-    with raised_as_interrupted(), HeldTransactions([target], options.lock_timeout, _waiting(options)) as held:
-        connection = held.connection(target)
-        outcome.before = target.current(connection)
-        if target.sqlite_file is not None:
-            backup.clean_partials(options.backups_dir, target.name)
-            if options.backup and target.holds_data():
-                outcome.backup = _take_backup(target, outcome.before, connection, options, "stamp")
-        try:
-            command.stamp(target.config(connection), revision, purge=purge)
-        except CommandError as error:
-            raise UsageProblem(f"{target.name}: cannot stamp {revision!r}: {error}") from error
-        outcome.after = target.current(connection)
-        held.commit()
+    files = [target.sqlite_file] if target.sqlite_file is not None else []
+    with raised_as_interrupted(), _run_locks(files, options.lock_timeout):
+        for file in files:
+            online.clean_leftovers(file, options.lock_timeout)
+        with HeldTransactions([target], options.lock_timeout, _waiting(options)) as held:
+            connection = held.connection(target)
+            outcome.before = target.current(connection)
+            if target.sqlite_file is not None:
+                backup.clean_partials(options.backups_dir, target.name)
+                if options.backup and target.holds_data():
+                    outcome.backup = _take_backup(target, outcome.before, connection, options, "stamp")
+            try:
+                command.stamp(target.config(connection), revision, purge=purge)
+            except CommandError as error:
+                raise UsageProblem(f"{target.name}: cannot stamp {revision!r}: {error}") from error
+            outcome.after = target.current(connection)
+            held.commit()
     outcome.status = "committed"
     return outcome

@@ -45,8 +45,19 @@ class Held:
 class HeldTransactions:
     """Opens the transactions in the fixed upgrade order, so two runs can never deadlock."""
 
-    def __init__(self, targets: Sequence[Target], timeout: float, on_wait: Callable[[Target], None] | None = None):
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        timeout: float,
+        on_wait: Callable[[Target], None] | None = None,
+        exclusive: bool = False,
+        quiet: bool = False,
+    ):
+        """`exclusive`: SQLite's BEGIN EXCLUSIVE (see make_engine); `quiet`: no events for an attempt
+        that is only trying the locks (a run retries them all together)."""
         self._targets = sorted(targets, key=lambda t: t.db.order)
+        self._exclusive = exclusive
+        self._quiet = quiet
         self._timeout = timeout
         self._on_wait = on_wait
         self._held: dict[tuple, Held] = {}
@@ -69,13 +80,15 @@ class HeldTransactions:
         asked = time.monotonic()
 
         def wait() -> None:
+            if self._quiet:
+                return
             emit(log, "lock_waiting", logging.WARNING, database=target.name, timeout=self._timeout)
             if self._on_wait:
                 self._on_wait(target)
 
         held = self._held.get(target.identity)
         if held is None:
-            engine = make_engine(target.url, write_lock=True, busy_timeout=self._timeout)
+            engine = make_engine(target.url, write_lock=True, busy_timeout=self._timeout, exclusive=self._exclusive)
             connection = engine.connect()
             held = Held(engine, connection, None)
             self._held[target.identity] = held
@@ -87,7 +100,18 @@ class HeldTransactions:
             lock_project(held.connection, target.db.version_table, target.location, self._timeout, wait)
         held.names.append(target.name)
         self._of[target.name] = held
-        emit(log, "lock_acquired", database=target.name, waited_seconds=round(time.monotonic() - asked, 3))
+        if not self._quiet:
+            emit(log, "lock_acquired", database=target.name, waited_seconds=round(time.monotonic() - asked, 3))
+
+    def announce(self, waited: float) -> None:
+        """The locks of a run that tried them quietly are all held: one event per database."""
+        self._quiet = False
+        for name in self._of:
+            emit(log, "lock_acquired", database=name, waited_seconds=round(waited, 3))
+
+    @property
+    def targets(self) -> list[Target]:
+        return list(self._targets)
 
     def connection(self, target: Target) -> Connection:
         return self._of[target.name].connection
@@ -121,7 +145,7 @@ class HeldTransactions:
                         held.transaction.rollback()
                 except Exception:  # closing rolls back too: SQLite's journal or the server undoes it
                     pass
-                for name in held.names:
+                for name in [] if self._quiet else held.names:
                     emit(log, "database_rolled_back", logging.WARNING, database=name,
                          revision=self._revisions.get(name, []), reason=reason)
             if not held.connection.closed:

@@ -22,7 +22,8 @@ from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
 
 from tg_parser.core.events import emit
-from tg_parser.migrate.errors import Refused, Unreadable
+from tg_parser.migrate.errors import Refused
+from tg_parser.migrate.status import NO_FILE, status
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
 from tg_parser.storage.engine import make_engine
@@ -89,20 +90,16 @@ def transfer(
 
 
 def _check_sources(sources: list[Target]) -> None:
-    """Every source exists, passes the upgrade preflight, and is at head."""
+    """Every source exists, can be read, and is at head."""
     problems = []
-    for source in sources:
-        if not source.exists():
-            problems.append(f"{source.name}: {source.location} does not exist")
-            continue
-        try:
-            current = source.current()
-        except Unreadable as error:
-            problems.append(f"{source.name}: {error}")
-            continue
-        if set(current) != set(source.heads()):
+    for found in map(status, sources):
+        if found.state == NO_FILE:
+            problems.append(f"{found.name}: {found.location} does not exist")
+        elif found.problem:
+            problems.append(f"{found.name}: {found.problem}")
+        elif not found.at_head:
             problems.append(
-                f"{source.name}: source is at {', '.join(current) or '(no revision)'}, not at head;"
+                f"{found.name}: source is at {', '.join(found.current) or '(no revision)'}, not at head;"
                 " run tg-parser db upgrade first"
             )
     if problems:

@@ -29,15 +29,20 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def make_engine(url: URL, *, write_lock: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
-    """An engine for `url`; with `write_lock`, every SQLite transaction starts with BEGIN IMMEDIATE."""
+def make_engine(
+    url: URL, *, write_lock: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S, exclusive: bool = False
+) -> Engine:
+    """An engine for `url`; with `write_lock`, every SQLite transaction starts with BEGIN IMMEDIATE.
+
+    `exclusive`: BEGIN EXCLUSIVE, which in rollback-journal mode also waits for readers to finish
+    and keeps new ones out, so that the transaction's COMMIT can no longer be refused by a reader."""
     if url.get_backend_name() != "sqlite":
         return create_engine(url, poolclass=NullPool)
     file = sqlite_file(url)
     if write_lock and file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, poolclass=NullPool)
-    begin = "BEGIN IMMEDIATE" if write_lock else "BEGIN"
+    begin = "BEGIN EXCLUSIVE" if exclusive else "BEGIN IMMEDIATE" if write_lock else "BEGIN"
 
     @event.listens_for(engine, "connect")
     def _driver_autocommit(dbapi_connection, _record):

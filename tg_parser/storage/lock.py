@@ -30,6 +30,10 @@ T = TypeVar("T")
 class LockTimeout(RuntimeError):
     """Another process kept the database locked for longer than the lock timeout."""
 
+    def __init__(self, message: str, where: str = ""):
+        super().__init__(message)
+        self.where = where
+
 
 def begin_locked(
     connection: Connection, name: str, where: str, timeout: float, on_wait: Callable[[], None] | None = None
@@ -107,9 +111,18 @@ def _advisory_lock(connection: Connection, name: str, timeout: float, on_wait) -
 
 def timed_out(where: str, timeout: float) -> LockTimeout:
     return LockTimeout(
-        f"{where} is in use by another process (a migration, or a writer such as the collector); "
-        f"gave up after waiting {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)"
+        f"{where} is in use by another process (a migration, a writer such as the collector, or a reader"
+        f" holding a read transaction); gave up after waiting {timeout:g} s (TG_PARSER_LOCK_TIMEOUT)",
+        where,
     )
+
+
+def is_contention(error: BaseException) -> bool:
+    """A lock another session holds: SQLite's SQLITE_BUSY or PostgreSQL's lock_timeout (55P03)."""
+    if isinstance(error, LockTimeout):
+        return True
+    orig = getattr(error, "orig", error)
+    return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE or "database is locked" in str(orig)
 
 
 def file_identity(path: Path) -> tuple:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import MetaData, create_engine, inspect, text
 from sqlalchemy.engine import Connection
 
-_IGNORED_TABLE = re.compile(r"^(sqlite_|alembic_version)")
+_IGNORED_TABLE = re.compile(r"^(sqlite_|alembic_version|_tg_parser_)")
+"""SQLite's own tables, version tables, and the work tables and capture triggers of an online rebuild
+(tg_parser.migrate.online), which exist only while a run lasts."""
 _ACTIONS = {"ondelete": "ON DELETE", "onupdate": "ON UPDATE"}
 
 
@@ -195,7 +197,7 @@ def _triggers(connection: Connection, table: str, schema: str | None) -> dict[st
         ).all()
         if schema:  # the scratch schema's name must not make two equal triggers differ
             rows = [(name, sql.replace(f"{qualified}.", "").replace(f"{schema}.", "")) for name, sql in rows]
-    return {name: normalize_sql(sql) for name, sql in sorted(rows)}
+    return {name: normalize_sql(sql) for name, sql in sorted(rows) if not _IGNORED_TABLE.match(name)}
 
 
 def _index(connection: Connection, index: dict) -> IndexShape:
