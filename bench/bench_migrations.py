@@ -13,9 +13,7 @@ Every timing is the median of --repeat runs; the alternatives are interleaved wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -25,8 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LEGACY_RAW = REPO / "tests" / "fixtures" / "legacy-v3.0.0" / "raw_storage.sqlite"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from clients import make_raw_database  # noqa: E402
 
 from tg_parser.migrate import backup  # noqa: E402
 from tg_parser.storage.databases import DATABASES  # noqa: E402
@@ -75,24 +75,6 @@ def bench_current(work: Path, repeat: int) -> tuple[float, float]:
         ours.append(timed([*TG_PARSER, "db", "current"], environment(data_dir), work))
         theirs.append(timed([*ALEMBIC, "-c", raw_ini, "current"], environment(data_dir), work))
     return statistics.median(ours), statistics.median(theirs)
-
-
-def make_raw_database(path: Path, messages: int) -> None:
-    """A 3.0.0 raw database (the fixture's schema and rows) plus `messages` synthetic messages."""
-    shutil.copyfile(LEGACY_RAW, path)
-    os.chmod(path, 0o644)
-    payload = json.dumps({"views": 1234, "forwards": 5, "entities": [{"type": "url", "offset": 0}] * 6, "pad": "x" * 200})
-    text = "Message text with some words in it, repeated to a realistic length. " * 3
-
-    def rows():
-        for i in range(messages):
-            yield (
-                f"tg:-100{i % 50}:post:{i}", str(i), "post", f"-100{i % 50}", f"2025-01-01T00:00:{i % 60:02d}+00:00",
-                text, None, None, "en", payload, 0, len(payload), "2025-01-02T00:00:00+00:00",
-            )
-
-    with sqlite3.connect(path) as connection:
-        connection.executemany("INSERT INTO raw_messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows())
 
 
 def bench_backup(work: Path, raw: Path, repeat: int) -> tuple[float, float, float]:

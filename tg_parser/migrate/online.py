@@ -502,11 +502,12 @@ def clean_leftovers(file: Path, timeout: float) -> list[str]:
     its new table), then the tables, emptied in short transactions before they are dropped."""
     if not file.exists() or file.stat().st_size == 0:
         return []
-    with closing(_connect(file, timeout)) as connection:
-        try:
-            found = leftovers(connection)
-        except sqlite3.DatabaseError:
-            return []  # not a database, or busy: the command's own checks say so
+    try:
+        connection = _connect(file, timeout)
+        found = leftovers(connection)
+    except sqlite3.DatabaseError:
+        return []  # not a database, or busy: the command's own checks say so
+    with closing(connection):
         if not found:
             return []
         with _short_transaction(connection, file, timeout):
@@ -545,6 +546,7 @@ def run_lock(file: Path, timeout: float, wait: bool = True) -> Iterator[bool]:
     second run must not clean away the first one's new table): an flock on a file beside the
     database's real file. Yields False, without waiting, when `wait` is off and another run has it."""
     real = Path(os.path.realpath(file))
+    real.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(real.with_name(f".{real.name}.tg-parser-lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
