@@ -165,6 +165,16 @@ def tg_parser_run(
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def commit_fault_run(fault: str, at: str, *args: str, projects: Path | None = None, env: dict | None = None):
+    """`tg-parser *args` in its own process with a fault (raise, kill, term) just before the COMMIT of
+    the database whose file name is `at` (tests/commit_hook.py)."""
+    full_env = {**os.environ, **(env or {}), "COMMIT_FAULT": fault, "COMMIT_FAULT_AT": at}
+    if projects is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(projects), full_env.get("PYTHONPATH")]))
+    hook = Path(__file__).resolve().parent / "commit_hook.py"
+    return subprocess.run([sys.executable, str(hook), *args], env=full_env, capture_output=True, text=True, timeout=120)
+
+
 _HOLD_WRITE_LOCK = """
 import sqlite3, sys
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)

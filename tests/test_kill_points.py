@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    commit_fault_run,
     LEGACY,
     add_revision,
     content_checksums,
@@ -118,32 +119,14 @@ def test_killed_inside_a_revision(legacy_copy, projects, tmp_path, name):
         assert version_rows(legacy_copy / db.default_file, db.name) == [f"{db.name}_0002"]
 
 
-_HOLD_READ = """
-import sqlite3, sys
-connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-connection.execute("BEGIN")
-connection.execute("SELECT count(*) FROM raw_messages").fetchone()
-print("reading", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_killed_between_two_commits_and_a_rerun_finishes(legacy_copy, projects):
+    """SIGKILL after ingestion committed, just before raw's COMMIT (tests/commit_hook.py)."""
     assert run_cli("init").exit_code == 0
     add_slow_revisions(projects)
     before = states(legacy_copy)
     ingestion = legacy_copy / "ingestion_state.sqlite"
-    # A reader in the middle of a read transaction on raw: raw's commit waits for it, after ingestion's.
-    reader = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_READ, str(legacy_copy / "raw_storage.sqlite")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert reader.stdout.readline().strip() == "reading"
-
-    process = tg_parser_process("db", "upgrade", projects=projects)
-    kill_when(process, lambda: version_rows(ingestion, "ingestion") == ["ingestion_0002"])
-    reader.stdin.close()
-    reader.wait(timeout=30)
+    killed = commit_fault_run("kill", "raw_storage.sqlite", "db", "upgrade", projects=projects)
+    assert killed.returncode == -signal.SIGKILL
 
     assert_sound(legacy_copy)
     after = states(legacy_copy)

@@ -95,7 +95,7 @@ def test_clients_never_fail_while_raw_messages_is_rebuilt_online(online_projects
         result = tg_parser_run("db", "upgrade", projects=online_projects, timeout=600)
         took = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "rebuilt online" in result.stdout
+    assert "rebuilt raw_messages online" in result.stdout
     writer, reader, ingestion = logs["writer"], logs["reader"], logs["ingestion"]
     print(f"{journal_mode}: upgrade {took:.1f} s; longest waits: write {writer.longest_wait:.3f} s,"
           f" read {reader.longest_wait:.3f} s, ingestion write {ingestion.longest_wait:.3f} s;"

@@ -124,14 +124,17 @@ def run_migration(function, targets: list[Target], revision: str, options) -> No
     reverted = sum(not step.upgrade for o in changed for step in o.steps)
     adopted = sum(o.adoption is not None for o in changed)
     backups = sum(o.backup is not None for o in changed)
-    held = max(o.held_seconds for o in changed)
+    held = ", ".join(f"{o.name} {o.held_seconds:.2f} s" for o in changed)
+    backup_hold = max((o.backup_held_seconds for o in changed if o.backup), default=0.0)
     parts = [f"{reverted} revision(s) reverted" if reverted else f"{applied} revision(s) applied"]
     parts += [f"{adopted} database(s) adopted"] if adopted else []
     rebuilt = sum(len(o.rebuilt) for o in changed)
     parts += [f"{rebuilt} table(s) rebuilt"] if rebuilt else []
     parts += [f"{backups} backup(s) taken"] if backups else []
     click.echo(f"Committed {', '.join(o.name for o in changed)}: {', '.join(parts)}, in {time.perf_counter() - started:.2f} s.")
-    click.echo(f"Writers to these databases waited at most {held:.2f} s.")
+    click.echo(f"Held {held}: the longest a writer (in rollback-journal mode, a reader too) waited for the run.")
+    if backup_hold:
+        click.echo(f"The backups kept writers from committing for at most {backup_hold:.2f} s.")
 
 
 def outcome(outcome) -> None:
@@ -147,6 +150,10 @@ def outcome(outcome) -> None:
             f"  adopted {outcome.adoption.origin} as {outcome.adoption.baseline}"
             + (f" (created {created})" if created else "")
         )
+    for table in outcome.online:
+        click.echo(f"  rebuilt {table} online (built beside it while clients ran; only swapped in under the lock)")
+    for table in outcome.blocking:
+        click.echo(f"  rebuilt {table} inside the held transaction (it could not be prepared online)")
     for step in outcome.steps:
         verb = "applied " if step.upgrade else "reverted"
         click.echo(f"  {verb} {step.revision}  {step.description}  ({step.seconds:.2f} s)")

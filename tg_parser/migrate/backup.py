@@ -431,11 +431,13 @@ def _copy_in_child(source: Path, destination: Path, progress: Progress | None, d
             os._exit(code)
     os.close(writer)
     total = source.stat().st_size
+    pause = 0.001  # a small copy must not wait a whole poll: in rollback-journal mode writers wait for it
     try:
         while not os.waitpid(pid, os.WNOHANG)[0]:
             if progress:
                 progress(min(_size(destination), total), total)
-            time.sleep(PROGRESS_POLL_S)
+            time.sleep(pause)
+            pause = min(PROGRESS_POLL_S, pause * 2)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

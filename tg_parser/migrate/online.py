@@ -57,6 +57,8 @@ CHUNK_SECONDS = 0.04
 PAUSE_SHARE = 0.25
 """The pause after each chunk, as a share of its length: room for the collector's writes."""
 FIRST_CHUNK_ROWS, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 500, 50, 20_000
+LOOK_S = 0.5
+"""How long a look for leftovers waits for a busy database (the command's own reads then wait their full time)."""
 CACHE_KIB = 262_144
 """Page cache of the copying connection: a chunk that spilled it would lock readers out early."""
 
@@ -503,17 +505,20 @@ def clean_leftovers(file: Path, timeout: float) -> list[str]:
     if not file.exists() or file.stat().st_size == 0:
         return []
     try:
-        connection = _connect(file, timeout)
-        found = leftovers(connection)
+        connection = _connect(file, min(timeout, LOOK_S))
     except sqlite3.DatabaseError:
-        return []  # not a database, or busy: the command's own checks say so
+        return []  # not a database: the command's own checks say so
     with closing(connection):
-        if not found:
-            return []
-        with _short_transaction(connection, file, timeout):
-            for kind, name in found:
-                if kind == "trigger":
-                    connection.execute(f"DROP TRIGGER IF EXISTS {quote(name)}")
+        try:
+            found = leftovers(connection)
+        except sqlite3.DatabaseError:
+            return []  # busy: the command's own reads wait for it, as long as they may
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        if any(kind == "trigger" for kind, _name in found):
+            with _short_transaction(connection, file, timeout):
+                for kind, name in found:
+                    if kind == "trigger":
+                        connection.execute(f"DROP TRIGGER IF EXISTS {quote(name)}")
         for kind, name in found:
             if kind == "index":
                 with _short_transaction(connection, file, timeout):

@@ -133,7 +133,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             return [outcomes[t.name] for t in targets]
         _refuse_without_space(busy, options)
         new_files = {p.name for p in busy if p.target.sqlite_file is not None and not p.target.holds_data()}
-        run = _Run(outcomes, upgrading, revision, options, report, signals)
+        run = _Run(outcomes, upgrading, revision, options, report, signals, [p.target for p in preview])
         try:
             for plan in busy:
                 run.running = plan.name
@@ -144,6 +144,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             run.hold_and_commit([p.target for p in busy], confirmed, prepared)
         except BaseException as error:
             _settle(outcomes, run.transactions, run.working, describe_error(error), new_files)
+            _drop_backups_of_unchanged(outcomes)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
@@ -171,6 +172,8 @@ class _Run:
     options: Options
     report: Callable
     signals: object
+    order: list[Target]
+    """Every selected database in the run's order (downgrades reversed)."""
     transactions: HeldTransactions | None = None
     working: set[str] = field(default_factory=set)
     running: str = ""
@@ -210,7 +213,9 @@ class _Run:
 
     def _run_held(self, confirmed: set[str], prepared: dict) -> None:
         transactions, outcomes = self.transactions, self.outcomes
-        plans = _plan_all(transactions.targets, transactions, self.upgrading, self.revision, repair=self.options.repair)
+        held = {t.name for t in transactions.targets}
+        in_order = [t for t in self.order if t.name in held]
+        plans = _plan_all(in_order, transactions, self.upgrading, self.revision, repair=self.options.repair)
         for plan in plans:
             _log_plan(plan)
             transactions.note_revision(plan.name, plan.before)
@@ -220,12 +225,15 @@ class _Run:
         unconfirmed = [r for p in plans if not self.upgrading for r in p.destructive if r not in confirmed]
         if unconfirmed:
             raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
-        for plan in plans:
-            self.running = plan.name
-            swaps = online.Swaps(prepared.get(plan.name, {}))
-            _run(plan, transactions.connection(plan.target), outcomes[plan.name], self.revision, self.upgrading, swaps)
-            transactions.note_revision(plan.name, outcomes[plan.name].after)
-            self.report(outcomes[plan.name])
+        planned = {plan.name: plan for plan in plans}
+        for target in self.order:
+            plan = planned.get(target.name)
+            if plan is not None:
+                self.running = plan.name
+                swaps = online.Swaps(prepared.get(plan.name, {}))
+                _run(plan, transactions.connection(target), outcomes[plan.name], self.revision, self.upgrading, swaps)
+                transactions.note_revision(plan.name, outcomes[plan.name].after)
+            self.report(outcomes[target.name])
         self.signals.deferred = True  # from here on a signal must not split the commits
         for name in transactions.commit():
             outcomes[name].status = "committed"
@@ -276,6 +284,15 @@ def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options
             except Exception as error:  # noqa: BLE001 - leftovers hold no live data; the next command removes them
                 options.warn(f"{plan.name}: could not yet remove the online rebuild's leftover tables"
                              f" ({describe_error(error)}); the next tg-parser db command removes them")
+
+
+def _drop_backups_of_unchanged(outcomes: dict[str, Outcome]) -> None:
+    """A run that rolled back, or never got its locks, leaves no backup: each equals its database."""
+    for outcome in outcomes.values():
+        if outcome.backup is not None and outcome.status != "committed":
+            outcome.backup.path.unlink(missing_ok=True)
+            outcome.backup.manifest.unlink(missing_ok=True)
+            outcome.backup = None
 
 
 def _log_plan(plan: DatabasePlan) -> None:
