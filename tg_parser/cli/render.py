@@ -50,7 +50,12 @@ def guarded(action):
         logs.human(f"error: {error}")
         sys.exit(EXIT_FAILED)
     except Interrupted as interruption:
-        logs.human(f"interrupted by {signal.Signals(interruption.signum).name}: every change was rolled back")
+        committed = [o.name for o in interruption.outcomes if o.status == "committed"]
+        name = signal.Signals(interruption.signum).name
+        if committed:
+            logs.human(f"interrupted by {name} after {', '.join(committed)} committed; the rest was rolled back")
+        else:
+            logs.human(f"interrupted by {name}: every change was rolled back")
         _fates(interruption.outcomes)
         sys.exit(interruption.exit_code)
     except MigrationFailed as failure:

@@ -172,10 +172,12 @@ def batch_alter_table(table_name: str, *, backfill: dict[str, str] | None = None
 
 
 def schema_rows(connection) -> list[tuple]:
-    """Every user entry of sqlite_master (type, name, tbl_name, sql), in creation order."""
+    """Every entry of sqlite_master (type, name, tbl_name, sql) in creation order, but SQLite's own
+    and those of an online rebuild under way."""
     return [tuple(row) for row in connection.exec_driver_sql(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master"
-        " WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tg\\_parser\\_%' ESCAPE '\\'"
+        " ORDER BY rowid"
     )]
 
 
@@ -192,7 +194,7 @@ def scratch(rows: list[tuple]) -> Iterator[sa.Connection]:
     try:
         with engine.connect() as connection:
             for kind in ("table", "index", "view", "trigger"):
-                for row_kind, _name, _table, sql in rows:
+                for row_kind, _name, _table, sql in sorted(rows, key=lambda row: row[1]) if kind != "table" else rows:
                     if row_kind == kind:
                         connection.exec_driver_sql(sql)
             connection.commit()
@@ -224,6 +226,12 @@ def _recorded(rows: list[tuple], table: str, backfill: dict[str, str], kwargs: d
 
 
 def _rebuild(connection, rows: list[tuple], table: str, statements: tuple[str, ...], backfill: dict) -> Rebuild:
+    """The recorded batch as a `Rebuild`, in a canonical order: Alembic creates the indexes in the
+    order of a set, so the trailing CREATE INDEX statements (and the indexes) are sorted by name."""
+    trailing = len(statements)
+    while trailing and re.match(r"^CREATE (UNIQUE )?INDEX", statements[trailing - 1], re.I):
+        trailing -= 1
+    statements = statements[:trailing] + tuple(sorted(statements[trailing:], key=lambda s: _INDEX_HEAD.match(s)["name"]))
     after = schema_rows(connection)
     columns = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({quote(table)})")}
     unknown = sorted(set(backfill) - columns)
@@ -231,7 +239,7 @@ def _rebuild(connection, rows: list[tuple], table: str, statements: tuple[str, .
         raise ValueError(f"backfill names {', '.join(unknown)}, not columns of {table} after the batch")
     rebuild = Rebuild(
         table, statements, tuple(backfill.items()), _table_entries(rows, table),
-        indexes=tuple((name, sql) for kind, name, tbl, sql in after if kind == "index" and tbl == table),
+        indexes=tuple(sorted((name, sql) for kind, name, tbl, sql in after if kind == "index" and tbl == table)),
         triggers=tuple(sql for kind, _name, tbl, sql in rows if kind == "trigger" and tbl == table),
     )
     inserts = [m for m in map(_INSERT.match, statements) if m]
@@ -308,10 +316,12 @@ class Swaps:
     def apply(self, rebuild: Rebuild, connection) -> None:
         number, self._next = self._next, self._next + 1
         prepared = self.prepared.get(number)
-        if prepared is not None and prepared.rebuild == rebuild and _ready(connection, prepared):
+        why = _unready(connection, prepared, rebuild)
+        if not why:
             _swap(connection, prepared)
             self.done.append(rebuild.table)
             return
+        log.info("online rebuild of %s runs inside the held transaction: %s", rebuild.table, why)
         self.blocking.append(rebuild.table)
         for statement in rebuild.blocking_statements():
             connection.exec_driver_sql(statement)
@@ -440,19 +450,23 @@ def _copy(connection: sqlite3.Connection, item: Prepared, file: Path, timeout: f
         time.sleep(max(0.002, elapsed * PAUSE_SHARE))
 
 
-def _ready(connection, item: Prepared) -> bool:
-    """Under the held lock: the old table is as planned, the new one holds exactly its rows."""
-    live = schema_rows(connection)
-    names = {row[1] for row in live}
+def _unready(connection, item: Prepared | None, rebuild: Rebuild) -> str:
+    """Under the held lock, why the prepared table cannot be swapped in ('' when it can): it must be
+    the same rebuild, the old table as planned, and the new one must hold exactly its rows."""
+    if item is None:
+        return rebuild.why_blocking or "it was not prepared (the table changes earlier in this run)"
+    if item.rebuild != rebuild:
+        return "the revision asks for another rebuild than the one prepared"
     ours = set(item.triggers) | {item.new}
-    if not ours <= names:
-        return False
-    entries = [row for row in live if row[1] not in ours]
-    if _table_entries(entries, item.rebuild.table) != item.rebuild.before:
-        return False
+    present = {name for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master")}
+    if not ours <= present:
+        return "the prepared table or its capture triggers are gone"
+    if _table_entries(schema_rows(connection), rebuild.table) != rebuild.before:
+        return "the table changed since it was prepared"
     count = "SELECT count(*) FROM {}"
-    old = connection.exec_driver_sql(count.format(quote(item.rebuild.table))).scalar()
-    return old == connection.exec_driver_sql(count.format(quote(item.new))).scalar()
+    old = connection.exec_driver_sql(count.format(quote(rebuild.table))).scalar()
+    new = connection.exec_driver_sql(count.format(quote(item.new))).scalar()
+    return "" if old == new else f"the prepared table holds {new} rows, not {old}"
 
 
 def _swap(connection, item: Prepared) -> None:

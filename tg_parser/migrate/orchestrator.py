@@ -277,13 +277,16 @@ def _uses_online(plan: DatabasePlan) -> bool:
 def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options: Options, signals) -> None:
     """The old tables of committed swaps, or the new tables of a run rolled back, go (in short transactions)."""
     signals.deferred = False
-    for plan in busy:
-        if plan.target.sqlite_file is not None:
-            try:
-                online.clean_leftovers(plan.target.sqlite_file, options.lock_timeout)
-            except Exception as error:  # noqa: BLE001 - leftovers hold no live data; the next command removes them
-                options.warn(f"{plan.name}: could not yet remove the online rebuild's leftover tables"
-                             f" ({describe_error(error)}); the next tg-parser db command removes them")
+    try:
+        for plan in busy:
+            if plan.target.sqlite_file is not None:
+                try:
+                    online.clean_leftovers(plan.target.sqlite_file, options.lock_timeout)
+                except Exception as error:  # noqa: BLE001 - leftovers hold no live data; the next command removes them
+                    options.warn(f"{plan.name}: could not yet remove the online rebuild's leftover tables"
+                                 f" ({describe_error(error)}); the next tg-parser db command removes them")
+    except Interrupted as interruption:  # each database's fate still goes with it
+        raise Interrupted(interruption.signum, list(outcomes.values())) from None
 
 
 def _drop_backups_of_unchanged(outcomes: dict[str, Outcome]) -> None:
