@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import add_revision, commit_fault_run, run_cli, tg_parser_run, version_rows
 from tg_parser.core.settings import load_settings
-from tg_parser.migrate import orchestrator
+from tg_parser.migrate import destructive, orchestrator
 from tg_parser.migrate.plan import Step
 from tg_parser.migrate.target import Target
 from tg_parser.storage.databases import DATABASES, get_database
@@ -35,6 +35,21 @@ def downgrade():
         batch.drop_column("note")
 '''
 TABLES = {"ingestion": "sources", "raw": "raw_messages", "processing": "processed_documents"}
+
+
+@pytest.fixture
+def in_process(projects, monkeypatch) -> Path:
+    """The project copies seen by tg-parser run inside this process (run_cli), and forgotten after."""
+    monkeypatch.syspath_prepend(str(projects))
+
+    def forget() -> None:
+        for db in DATABASES:
+            db.__dict__.pop("migrations_dir", None)
+        destructive._rehearse.cache_clear()
+
+    forget()
+    yield projects
+    forget()
 
 
 def with_notes(projects: Path) -> None:
@@ -78,13 +93,11 @@ def test_a_signal_during_the_commits_waits_until_every_database_committed(legacy
     assert "rolled back" not in result.stderr
 
 
-def test_the_destructive_check_under_the_lock_uses_the_fresh_plan(legacy_copy, projects, monkeypatch):
+def test_the_destructive_check_under_the_lock_uses_the_fresh_plan(legacy_copy, in_process, monkeypatch):
     """The column is empty when the downgrade is planned, so nothing needs confirming; a writer fills
     it before the run takes its locks: the run must see that and refuse, changing nothing."""
+    with_notes(in_process)
     assert run_cli("init").exit_code == 0
-    with_notes(projects)
-    monkeypatch.syspath_prepend(str(projects))
-    assert run_cli("db", "upgrade").exit_code == 0
     raw = legacy_copy / "raw_storage.sqlite"
     checked = orchestrator._refuse_without_space
 
@@ -102,11 +115,10 @@ def test_the_destructive_check_under_the_lock_uses_the_fresh_plan(legacy_copy, p
         assert connection.execute("SELECT count(*) FROM raw_messages WHERE note = 'kept'").fetchone()[0] > 0
 
 
-def test_a_run_that_is_not_the_plan_fails(legacy_copy, projects, monkeypatch):
+def test_a_run_that_is_not_the_plan_fails(legacy_copy, in_process):
     """Alembic runs raw_0002 where the plan said another revision of the same count: a failure."""
     assert run_cli("init").exit_code == 0
-    add_revision(projects, "raw", 2, NOTE.format(table="raw_messages"))
-    monkeypatch.syspath_prepend(str(projects))
+    add_revision(in_process, "raw", 2, NOTE.format(table="raw_messages"))
     target = Target.from_settings(get_database("raw"), load_settings())
     with target.connect() as connection:
         plan = orchestrator.plan_database(target, connection, True, "head")

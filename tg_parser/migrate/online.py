@@ -248,7 +248,7 @@ def _rebuild(connection, rows: list[tuple], table: str, statements: tuple[str, .
     copied = {c.strip().strip('"') for c in inserts[0]["columns"].split(",")}
     if copied & set(backfill):
         raise ValueError(f"backfill names {', '.join(sorted(copied & set(backfill)))}, columns the batch copies already")
-    unexpected = [s for s in statements if not re.match(r"^(CREATE (UNIQUE )?INDEX|CREATE TABLE|INSERT INTO|DROP TABLE|ALTER TABLE \S+ RENAME TO)", s, re.I)]
+    unexpected = [s for s in statements if not re.match(r"^(CREATE (UNIQUE )?INDEX|DROP INDEX|CREATE TABLE|INSERT INTO|DROP TABLE|ALTER TABLE \S+ RENAME TO)", s, re.I)]
     if unexpected:
         return replace(rebuild, why_blocking=f"the batch runs {unexpected[0].split('(')[0].strip()}, which has no online form")
     old_key = _key(rows, table)

@@ -235,9 +235,12 @@ class _Run:
                 transactions.note_revision(plan.name, outcomes[plan.name].after)
             self.report(outcomes[target.name])
         self.signals.deferred = True  # from here on a signal must not split the commits
-        for name in transactions.commit():
+
+        def committed(name: str) -> None:
             outcomes[name].status = "committed"
             outcomes[name].held_seconds = transactions.of(name).held_seconds
+
+        transactions.commit(committed)
 
 
 @contextmanager

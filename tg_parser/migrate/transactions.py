@@ -119,17 +119,16 @@ class HeldTransactions:
     def of(self, name: str) -> Held:
         return self._of[name]
 
-    def commit(self) -> list[str]:
-        """Commit every transaction in order; return the names committed (all of them unless one fails)."""
-        committed: list[str] = []
+    def commit(self, committed: Callable[[str], None] = lambda name: None) -> None:
+        """Commit every transaction in order, calling `committed(name)` as soon as each has: if a
+        later commit fails, the ones before it are known to have committed."""
         for held in self._held.values():
             held.transaction.commit()
             held.state = "committed"
-            committed += held.names
             for name in held.names:
                 emit(log, "database_committed", database=name, revision=self._revisions.get(name, []),
                      held_seconds=round(held.held_seconds, 3))
-        return committed
+                committed(name)
 
     def note_revision(self, name: str, revisions) -> None:
         """What database `name` is at inside its transaction, for the commit and rollback events."""
