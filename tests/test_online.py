@@ -36,7 +36,12 @@ def leftovers(path: Path) -> list[tuple]:
 
 
 def schema(path: Path) -> list[tuple]:
-    return query(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+    """Every object with its SQL, a CREATE TABLE as the set of its lines (Alembic's batch mode writes
+    a rebuilt table's constraints in set order)."""
+    from tg_parser.migrate.online import create_table_lines
+
+    rows = query(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+    return [(kind, name, table, create_table_lines(sql or "")) for kind, name, table, sql in rows]
 
 
 def at_baselines(data_dir: Path, messages: int, journal_mode: str = "delete") -> None:

@@ -329,3 +329,78 @@ def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, po
     numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
     assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
     assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"
+
+
+ADD_NOTE = '''
+def upgrade():
+    op.add_column("raw_messages", sa.Column("note", sa.Text()))
+
+
+def downgrade():
+    op.drop_column("raw_messages", "note")
+'''
+
+
+def _reader_holding_raw_messages(url: str):
+    """An application transaction that has read raw_messages and stays open: it holds ACCESS SHARE,
+    so an ALTER TABLE waits for it, and any query behind that ALTER would wait too."""
+    script = ("import sys, psycopg\nc = psycopg.connect(sys.argv[1])\n"
+              "c.execute('SELECT count(*) FROM raw_messages').fetchone()\nprint('reading', flush=True)\nsys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "reading"
+    return holder
+
+
+def _query_waits(url: str, seconds: float) -> list[float]:
+    """How long each of a stream of application queries on raw_messages took, for `seconds`."""
+    import time
+
+    import psycopg
+
+    waits = []
+    with psycopg.connect(url, autocommit=True) as connection:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            connection.execute("SELECT count(*) FROM raw_messages").fetchone()
+            waits.append(time.monotonic() - started)
+            time.sleep(0.02)
+    return waits
+
+
+def _psycopg_url(url) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("reader_ends", [True, False], ids=["reader-ends", "reader-outlasts-the-timeout"])
+def test_a_migration_never_makes_application_queries_queue_behind_it(postgres_url, projects, reader_ends):
+    import time
+
+    rendered = postgres_url.render_as_string(hide_password=False)
+    env = {variable: rendered for variable in URL_VARIABLES}
+    assert tg_parser_run("db", "upgrade", env=env).returncode == 0
+    add_revision(projects, "raw", 2, ADD_NOTE)
+    holder = _reader_holding_raw_messages(_psycopg_url(postgres_url))
+    try:
+        timeout = 15 if reader_ends else 3
+        process = tg_parser_process("db", "upgrade", "--only", "raw", projects=projects,
+                                    env={**env, "TG_PARSER_LOCK_TIMEOUT": str(timeout)})
+        waits = _query_waits(_psycopg_url(postgres_url), 2.0 if reader_ends else timeout + 1)
+        if reader_ends:
+            assert process.poll() is None, "the migration cannot have finished while the reader holds its lock"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    stdout, stderr = process.communicate(timeout=60)
+    assert max(waits) < 0.2 + 0.3, f"an application query waited {max(waits):.2f} s behind the migration"
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        version = connection.exec_driver_sql("SELECT version_num FROM alembic_version_raw").scalar()
+    engine.dispose()
+    if reader_ends:
+        assert process.returncode == 0, stdout + stderr
+        assert version == "raw_0002"
+    else:
+        assert process.returncode == 1, stdout + stderr
+        assert "TG_PARSER_LOCK_TIMEOUT" in stderr
+        assert version == "raw_0001"

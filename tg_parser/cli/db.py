@@ -35,6 +35,11 @@ repair_option = click.option(
     help="Rebuild tables of an earlier release that differ from the baseline only in constraints, indexes or"
     " type spelling into its exact form (rows copied and verified), then adopt them.",
 )
+wal_option = click.option(
+    "--wal", is_flag=True,
+    help="Convert each SQLite file the run changes to WAL mode first (it stays; TG_parser 3.x works in both):"
+    " readers never wait and the backup holds no writer.",
+)
 # "-1" is a revision, not an option: let it through as the REVISION argument.
 takes_relative_revisions = {"ignore_unknown_options": True}
 
@@ -50,7 +55,8 @@ def single_target(settings, only) -> Target:
 
 
 def options(
-    settings, *, no_backup: bool = False, yes: bool = False, repair: bool = False, question: str = "Downgrade anyway?"
+    settings, *, no_backup: bool = False, yes: bool = False, repair: bool = False, wal: bool = False,
+    question: str = "Downgrade anyway?",
 ):
     from tg_parser.migrate.orchestrator import Options
 
@@ -66,6 +72,7 @@ def options(
         warn=lambda text: logs.human(f"warning: {text}", logging.WARNING),
         configured=selected_targets(settings, ()),
         repair=repair,
+        wal=wal,
     )
 
 
@@ -88,8 +95,31 @@ def _source_checkout(target: Target) -> None:
 
 
 @click.group(cls=logs.LoggedGroup)
-def db() -> None:
+@click.pass_context
+def db(ctx: click.Context) -> None:
     """Inspect and migrate the three databases."""
+    if ctx.invoked_subcommand in READS_DATABASES and not set(ctx.help_option_names) & set(sys.argv):
+        _tidy(ctx.obj)
+
+
+READS_DATABASES = {"current", "history", "check", "backups", "transfer"}
+"""The commands that open the databases without migrating them (those that migrate tidy up themselves)."""
+
+
+def _tidy(settings) -> None:
+    """What a killed online rebuild left (tg_parser.migrate.online) goes before anything reads the
+    databases; a database another tg-parser run is working on is left to that run."""
+    from tg_parser.migrate import online
+
+    for target in selected_targets(settings, ()):
+        if target.sqlite_file is None or not online.has_leftovers(target.sqlite_file):
+            continue
+        try:
+            with online.run_lock(target.sqlite_file, settings.lock_timeout, wait=False) as mine:
+                if mine:
+                    online.clean_leftovers(target.sqlite_file, settings.lock_timeout)
+        except Exception as error:  # noqa: BLE001 - a command that only reads must still run
+            logs.human(f"warning: {target.name}: could not remove an online rebuild's leftovers: {error}", logging.WARNING)
 
 
 @db.command(context_settings=takes_relative_revisions)
@@ -97,12 +127,13 @@ def db() -> None:
 @only_option
 @no_backup_option
 @repair_option
+@wal_option
 @click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
 @plan_option
 @json_option
 @click.pass_obj
 def upgrade(
-    settings, revision: str, only, no_backup: bool, repair: bool, sql: bool, show_plan: bool, as_json: bool
+    settings, revision: str, only, no_backup: bool, repair: bool, wal: bool, sql: bool, show_plan: bool, as_json: bool
 ) -> None:
     """Upgrade to REVISION (default: head).
 
@@ -120,7 +151,7 @@ def upgrade(
     else:
         from tg_parser.migrate.orchestrator import upgrade as run_upgrade
 
-        run = options(settings, no_backup=no_backup, repair=repair)
+        run = options(settings, no_backup=no_backup, repair=repair, wal=wal)
         render.run_migration(run_upgrade, targets, revision, run)
 
 

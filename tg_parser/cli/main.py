@@ -12,7 +12,7 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli import logs, render
-from tg_parser.cli.db import db, options, repair_option, selected_targets
+from tg_parser.cli.db import db, options, repair_option, selected_targets, wal_option
 from tg_parser.cli.llm import llm
 from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.core.settings import (
@@ -80,8 +80,9 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
 @cli.command()
 @click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
 @repair_option
+@wal_option
 @click.pass_obj
-def init(settings, no_backup: bool, repair: bool) -> None:
+def init(settings, no_backup: bool, repair: bool, wal: bool) -> None:
     """Create or upgrade all three databases to head.
 
     Databases of earlier releases are adopted; everything runs as in `tg-parser db upgrade`.
@@ -89,7 +90,7 @@ def init(settings, no_backup: bool, repair: bool) -> None:
     from tg_parser.migrate.orchestrator import upgrade
 
     targets = selected_targets(settings, ())
-    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup, repair=repair))
+    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup, repair=repair, wal=wal))
 
 
 def _warn_about_env_file(path: Path) -> None:

@@ -285,7 +285,9 @@ def plan(plans: list, as_json: bool) -> None:
             {**found[p.name].as_json(),
              "adoption": {"baseline": p.adoption.baseline, "creates": list(p.adoption.missing_tables)} if p.adoption else None,
              "steps": [{"revision": s.revision, "description": s.description, "upgrade": s.upgrade, "path": s.path,
-                        "destructive": s.destructive} for s in p.steps]}
+                        "destructive": s.destructive} for s in p.steps],
+             "rebuilds": [{"table": r.table, "online": r.online, "why_blocking": r.why_blocking or None}
+                          for r in p.rebuilds]}
             for p in plans
         ])
         return
@@ -300,7 +302,22 @@ def plan(plans: list, as_json: bool) -> None:
             click.echo(f"  would {'apply ' if step.upgrade else 'revert'} {step.revision}  {step.description}")
             for reason in step.destructive:
                 click.echo(f"      DESTRUCTIVE: {reason}")
+        for rebuild in p.rebuilds:
+            where = "online: built beside it while clients run, swapped in under the lock" if rebuild.online else (
+                f"inside the held transaction, blocking: {rebuild.why_blocking}")
+            click.echo(f"  rebuilds {rebuild.table} {where}")
+    from tg_parser.migrate import holds as hold_estimates
+
+    busy = [p for p in plans if p.needs_work]
+    rows = {p.name: [(r.table, _rows(p, r.table)) for r in p.rebuilds if r.online] for p in busy}
+    for line in hold_estimates.describe(busy, rows, backing_up=True):
+        click.echo(f"holds   {line}")
     click.echo("Nothing was changed.")
+
+
+def _rows(plan, table: str) -> int:
+    with plan.target.connect() as connection:
+        return connection.exec_driver_sql(f'SELECT count(*) FROM "{table}"').scalar()
 
 
 def heads(targets: list[Target], as_json: bool) -> None:

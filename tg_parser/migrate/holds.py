@@ -1,7 +1,7 @@
-"""What a run will make other clients wait for, told to the operator before any lock is taken.
+"""What a run will make other clients wait for, said to the operator before any lock is taken.
 
-The figures are estimates from the plan and the file sizes, at rates measured on this project's
-benchmarks (docs/performance.md): the run measures and reports the real holds afterwards.
+Estimates from the plan and the file sizes, at rates measured by this project's benchmarks
+(docs/performance.md); the run reports the real holds when it ends.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from pathlib import Path
 BACKUP_COPY_BYTES_PER_S = 1.0e9
 """A rollback-journal backup copies the file into the page cache while writers wait."""
 BLOCKING_BYTES_PER_S = 100e6
-"""A table rebuilt inside the held transaction, as Alembic's batch mode does it."""
-SWAP_S = 0.1
-"""An online rebuild's swap: schema changes and two row counts."""
-COUNT_ROWS_PER_S = 20e6
+"""A table rebuilt inside the held transaction (Alembic's batch mode)."""
+SWAP_S = 0.05
+"""An online rebuild's swap: schema changes only..."""
+COUNT_ROWS_PER_S = 10e6
+"""...and a count of the rows of the old and the new table."""
+CLIENT_TIMEOUT_S = 5.0
+"""TG_parser's own busy timeout, which its users cannot change."""
 
 
 def journal_mode(file: Path) -> str:
@@ -23,29 +26,34 @@ def journal_mode(file: Path) -> str:
         return connection.execute("PRAGMA journal_mode").fetchone()[0].lower()
 
 
-def describe(plans, prepared: dict, backing_up: bool) -> list[str]:
-    """One line per database the run will lock: what it holds, for about how long, and who waits."""
+def describe(plans, online: dict[str, list[tuple[str, int]]], backing_up: bool) -> list[str]:
+    """One line per database the run will lock: who waits, for about how long, and why.
+
+    `online`: per database, the tables rebuilt online with their rows."""
     lines = []
     for plan in plans:
         file = plan.target.sqlite_file
         if file is None:
-            lines.append(f"{plan.name}: held while its revisions run; DDL waits at most"
-                         " 0.2 s for a lock before it lets go and tries again, so queries never queue behind it")
+            lines.append(f"{plan.name}: each statement waits at most 0.2 s for a table's lock, then lets go and"
+                         " tries again, so application queries never queue behind it for longer")
             continue
         size = file.stat().st_size if file.exists() else 0
         mode = journal_mode(file) if size else "delete"
         who = "writers" if mode == "wal" else "writers and readers"
-        rebuilt = list(prepared.get(plan.name, {}).values())
-        if rebuilt:
-            rows = sum(item.rows for item in rebuilt)
-            seconds = SWAP_S * len(rebuilt) + 2 * rows / COUNT_ROWS_PER_S
-            tables = ", ".join(item.rebuild.table for item in rebuilt)
-            hold = f"about {seconds:.1f} s to swap in {tables}, rebuilt online"
+        tables = online.get(plan.name, [])
+        if tables:
+            seconds = SWAP_S * len(tables) + sum(2 * rows / COUNT_ROWS_PER_S for _table, rows in tables)
+            hold = f"about {seconds:.2f} s, to swap in {', '.join(t for t, _rows in tables)} (rebuilt online first)"
         else:
-            hold = f"while its revisions run (a rebuild of the whole file would take about {size / BLOCKING_BYTES_PER_S:.1f} s)"
+            seconds = size / BLOCKING_BYTES_PER_S if plan.steps else SWAP_S
+            hold = f"while its revisions run (up to about {seconds:.1f} s if one rebuilds a table as large as the file)"
         line = f"{plan.name}: {who} wait {hold}"
         if backing_up and size and mode != "wal":
-            line += (f"; writers wait about {size / BACKUP_COPY_BYTES_PER_S:.1f} s while the backup is copied"
-                     " (rollback-journal mode; in WAL mode they would not: tg-parser db upgrade --wal)")
-        lines.append(line + "; a client whose busy timeout is shorter than a wait gets 'database is locked'")
+            copy = size / BACKUP_COPY_BYTES_PER_S
+            seconds = max(seconds, copy)
+            line += (f"; writers wait about {copy:.2f} s for the backup's copy"
+                     " (rollback-journal mode; in WAL mode they would not: --wal)")
+        if seconds >= CLIENT_TIMEOUT_S / 2:
+            line += f"; a client with a busy timeout under {seconds:.0f} s may get 'database is locked'"
+        lines.append(line)
     return lines

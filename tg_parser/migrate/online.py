@@ -50,6 +50,8 @@ from tg_parser.storage.lock import retry_while_busy, timed_out
 
 ATTRIBUTE = "tg_parser_online"
 """The `config.attributes` key under which `tg-parser` hands revisions its rehearsal or its swaps."""
+SCHEMA_ATTRIBUTE = "tg_parser_schema"
+"""The database's schema (`schema_rows`), handed to revisions rendered offline (`--sql`)."""
 PREFIX = "_tg_parser_"
 NEW, OLD, INDEX, CAPTURE = (f"{PREFIX}{kind}_" for kind in ("new", "old", "ix", "capture"))
 CHUNK_SECONDS = 0.04
@@ -94,6 +96,16 @@ class Rebuild:
     def online(self) -> bool:
         return not self.why_blocking
 
+    def same_as(self, other: Rebuild) -> bool:
+        """The same rebuild: Alembic writes a new table's constraints in the order of a set, so the
+        lines of a CREATE TABLE are compared as a multiset."""
+        def canonical(rebuild: Rebuild) -> tuple:
+            statements = tuple(create_table_lines(s) if s.upper().startswith("CREATE TABLE") else s
+                               for s in rebuild.statements)
+            return statements, replace(rebuild, statements=())
+
+        return canonical(self) == canonical(other)
+
     @property
     def create(self) -> str:
         return next(s for s in self.statements if s.lstrip().upper().startswith("CREATE TABLE"))
@@ -132,6 +144,11 @@ class Rebuild:
         return out + (list(self.triggers) if dropped else [])
 
 
+def create_table_lines(sql: str) -> tuple[str, ...]:
+    """A CREATE TABLE as the sorted lines of its elements, without their separating commas."""
+    return tuple(sorted(line.strip().rstrip(",").strip() for line in sql.splitlines()))
+
+
 @contextmanager
 def batch_alter_table(table_name: str, *, backfill: dict[str, str] | None = None, **kwargs) -> Iterator:
     """`op.batch_alter_table` that `tg-parser db upgrade` runs online; `backfill` maps each new column
@@ -149,7 +166,8 @@ def batch_alter_table(table_name: str, *, backfill: dict[str, str] | None = None
             op.execute(f"UPDATE {quote(table_name)} SET {quote(column)} = ({expression})")
         return
     if context.as_sql:
-        schema = (context.config.attributes if context.config else {}).get("tg_parser_schema")
+        schema = (context.config.attributes if context.config else {}).get(SCHEMA_ATTRIBUTE)
+        context.impl.static_output(f"-- {table_name}: rebuilt online by tg-parser db upgrade; as one transaction:\n")
         if schema is None:
             raise RuntimeError(
                 f"online.batch_alter_table({table_name!r}) needs the database's schema to render its SQL:"
@@ -455,7 +473,7 @@ def _unready(connection, item: Prepared | None, rebuild: Rebuild) -> str:
     the same rebuild, the old table as planned, and the new one must hold exactly its rows."""
     if item is None:
         return rebuild.why_blocking or "it was not prepared (the table changes earlier in this run)"
-    if item.rebuild != rebuild:
+    if not item.rebuild.same_as(rebuild):
         return "the revision asks for another rebuild than the one prepared"
     ours = set(item.triggers) | {item.new}
     present = {name for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master")}
@@ -511,6 +529,17 @@ def leftovers(connection: sqlite3.Connection) -> list[tuple[str, str]]:
     return [tuple(row) for row in connection.execute(
         "SELECT type, name FROM sqlite_master WHERE name LIKE ? ESCAPE '\\' AND type IN ('trigger', 'table', 'index')",
         (PREFIX.replace("_", "\\_") + "%",))]
+
+
+def has_leftovers(file: Path) -> bool:
+    """A quick look, read-only: did a run of online rebuilds leave something in `file`?"""
+    if not file.exists() or file.stat().st_size == 0:
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=LOOK_S)) as connection:
+            return bool(leftovers(connection))
+    except sqlite3.DatabaseError:
+        return False
 
 
 def clean_leftovers(file: Path, timeout: float) -> list[str]:

@@ -18,7 +18,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
 from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
-from tg_parser.storage.lock import LockTimeout, file_identity, is_contention, timed_out
+from tg_parser.storage.lock import LockTimeout, file_identity, is_contention, retry_while_busy, timed_out
 
 SPACE_MARGIN = 1.1
 ATTEMPT_S = 0.2
@@ -60,6 +60,8 @@ class Options:
     """Told, before any lock is taken, which databases will be held and for about how long."""
     repair: bool = False
     """Rebuild tables that differ from the baseline only in ways a rebuild removes, then adopt (`--repair`)."""
+    wal: bool = False
+    """Convert each SQLite file the run changes to WAL first (`--wal`: readers never wait, backups are snapshots)."""
 
 
 @dataclass
@@ -137,10 +139,13 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
         try:
             for plan in busy:
                 run.running = plan.name
+                if options.wal:
+                    _to_wal(plan.target, options)
                 if options.backup:
                     _backup(plan, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
             prepared = {plan.name: _prepare(plan, options, upgrading, revision) for plan in busy}
-            options.notice(holds.describe(busy, prepared, options.backup))
+            rebuilt = {name: [(item.rebuild.table, item.rows) for item in items.values()] for name, items in prepared.items()}
+            options.notice(holds.describe(busy, rebuilt, options.backup))
             run.hold_and_commit([p.target for p in busy], confirmed, prepared)
         except BaseException as error:
             _settle(outcomes, run.transactions, run.working, describe_error(error), new_files)
@@ -253,9 +258,16 @@ def _run_locks(files: list[Path], timeout: float) -> Iterator[None]:
 
 def _prepare(plan: DatabasePlan, options: Options, upgrading: bool, revision: str) -> dict:
     """Build the new tables of the plan's online rebuilds, before any lock (SQLite files only)."""
+    rebuilds = _rebuilds(plan, upgrading, revision)
+    return online.prepare(plan.target.sqlite_file, rebuilds, options.lock_timeout) if rebuilds else {}
+
+
+def _rebuilds(plan: DatabasePlan, upgrading: bool, revision: str) -> list[online.Rebuild]:
+    """The `online.batch_alter_table` rebuilds of the plan's steps, found by rehearsing them on a
+    schema-only copy of the database (SQLite files only)."""
     target = plan.target
     if target.sqlite_file is None or not target.holds_data() or not _uses_online(plan):
-        return {}
+        return []
     with target.connect() as connection:
         rows = online.schema_rows(connection)
 
@@ -266,11 +278,10 @@ def _prepare(plan: DatabasePlan, options: Options, upgrading: bool, revision: st
 
     start = (plan.adoption.baseline,) if plan.adoption else plan.before
     try:
-        rebuilds = online.rehearse(target.db, rows, list(start), rehearse)
-    except Exception as error:  # noqa: BLE001 - the run itself will meet the same error, inside its transaction
+        return online.rehearse(target.db, rows, list(start), rehearse)
+    except Exception as error:  # noqa: BLE001 - the run itself meets the same error, inside its transaction
         log.debug("rehearsal of %s failed: %s", target.name, error)
-        return {}
-    return online.prepare(target.sqlite_file, rebuilds, options.lock_timeout)
+        return []
 
 
 def _uses_online(plan: DatabasePlan) -> bool:
@@ -290,6 +301,17 @@ def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options
                                  f" ({describe_error(error)}); the next tg-parser db command removes them")
     except Interrupted as interruption:  # each database's fate still goes with it
         raise Interrupted(interruption.signum, list(outcomes.values())) from None
+
+
+def _to_wal(target: Target, options: Options) -> None:
+    """`PRAGMA journal_mode = WAL`, which lasts: TG_parser 3.x works in both modes."""
+    if target.sqlite_file is None or not target.holds_data():
+        return
+    with closing(sqlite3.connect(target.sqlite_file, isolation_level=None)) as connection:
+        mode = retry_while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL").fetchone()[0],
+                                connection, target.location, options.lock_timeout)
+    if mode.lower() != "wal":
+        raise Refused([f"{target.name}: SQLite kept {target.location} in {mode} mode (WAL needs a local filesystem)"])
 
 
 def _drop_backups_of_unchanged(outcomes: dict[str, Outcome]) -> None:
@@ -534,7 +556,11 @@ def upgrade_sql(target: Target, revision: str, out, repair: bool = False) -> Non
         out.write(f"-- {target.name}: then stamping {plan.adoption.baseline}{replacing}\n")
     out.write(f"-- {target.name}: {target.location}\n")
     span = f"{before[0]}:{revision}" if before else revision
-    command.upgrade(target.config(output=out), span, sql=True)
+    config = target.config(output=out)
+    if target.sqlite_file is not None and target.holds_data():  # what online.batch_alter_table renders from
+        with target.connect() as connection:
+            config.attributes[online.SCHEMA_ATTRIBUTE] = online.schema_rows(connection)
+    command.upgrade(config, span, sql=True)
 
 
 @_logs_refusals
@@ -624,7 +650,10 @@ def plan(targets: Sequence[Target], revision: str, upgrading: bool, configured: 
     """What `upgrade` or `downgrade` would do to each database, read without taking any lock."""
     ordered = _in_order(targets) if upgrading else list(reversed(_in_order(targets)))
     refuse_unsafe_files(ordered, None, configured)
-    return _plan_all(ordered, None, upgrading, revision, rehearse=True)
+    plans = _plan_all(ordered, None, upgrading, revision, rehearse=True)
+    for plan in plans:
+        plan.rebuilds = _rebuilds(plan, upgrading, revision)
+    return plans
 
 
 @_logs_refusals

@@ -51,6 +51,8 @@ class DatabasePlan:
     before: tuple[str, ...]
     steps: list[Step] = field(default_factory=list)
     adoption: adopt.Adoption | None = None
+    rebuilds: list = field(default_factory=list)
+    """The steps' `online.batch_alter_table` rebuilds (filled in for `--plan`)."""
 
     @property
     def name(self) -> str:
