@@ -55,9 +55,11 @@ SCHEMA_ATTRIBUTE = "tg_parser_schema"
 PREFIX = "_tg_parser_"
 NEW, OLD, INDEX, CAPTURE = (f"{PREFIX}{kind}_" for kind in ("new", "old", "ix", "capture"))
 CHUNK_SECONDS = 0.04
-"""Target length of one copy transaction: a writer waits about this long at most."""
-PAUSE_SHARE = 0.25
-"""The pause after each chunk, as a share of its length: room for the collector's writes."""
+"""Target length of one copy transaction, its COMMIT included: a writer waits about this long."""
+PAUSE_S = 0.03
+"""The pause after each chunk. A client waiting on SQLite's busy timeout retries at fixed steps,
+25 ms apart through its first 128 ms (sqliteDefaultBusyCallback): a pause longer than that step
+after a chunk shorter than those 128 ms lets every waiting client in before the next chunk."""
 FIRST_CHUNK_ROWS, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 500, 50, 20_000
 LOOK_S = 0.5
 """How long a look for leftovers waits for a busy database (the command's own reads then wait their full time)."""
@@ -465,7 +467,7 @@ def _copy(connection: sqlite3.Connection, item: Prepared, file: Path, timeout: f
             return total
         lower = tuple(upper)
         size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, int(size * CHUNK_SECONDS / max(elapsed, 1e-4))))
-        time.sleep(max(0.002, elapsed * PAUSE_SHARE))
+        time.sleep(PAUSE_S)
 
 
 def _unready(connection, item: Prepared | None, rebuild: Rebuild) -> str:
@@ -575,17 +577,23 @@ def clean_leftovers(file: Path, timeout: float) -> list[str]:
 
 
 def _empty(connection: sqlite3.Connection, table: str, file: Path, timeout: float) -> None:
+    """Delete a table's rows in rowid ranges, each a short transaction (a DROP of a full table frees
+    every page in one transaction, about a second per 300,000 messages, and writers would wait)."""
+    if connection.execute("SELECT 1 FROM pragma_table_list WHERE name = ? AND wr", (table,)).fetchone():
+        return  # WITHOUT ROWID (none of TG_parser's tables): the DROP frees it
     size = FIRST_CHUNK_ROWS * 4
     while True:
         started = time.perf_counter()
         with _short_transaction(connection, file, timeout):
-            deleted = connection.execute(
-                f"DELETE FROM {quote(table)} WHERE rowid IN (SELECT rowid FROM {quote(table)} LIMIT ?)", (size,)).rowcount
-        if deleted < size:
-            return
+            upper = connection.execute(
+                f"SELECT rowid FROM {quote(table)} ORDER BY rowid LIMIT 1 OFFSET ?", (size,)).fetchone()
+            if upper is None:
+                connection.execute(f"DELETE FROM {quote(table)}")
+                return
+            connection.execute(f"DELETE FROM {quote(table)} WHERE rowid < ?", upper)
         elapsed = time.perf_counter() - started
         size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS * 4, int(size * CHUNK_SECONDS / max(elapsed, 1e-4))))
-        time.sleep(max(0.002, elapsed * PAUSE_SHARE))
+        time.sleep(PAUSE_S)
 
 
 @contextmanager
