@@ -125,7 +125,7 @@ def test_a_run_that_is_not_the_plan_fails(legacy_copy, in_process):
         plan.steps = [Step("raw_0001", "not what runs", True, plan.steps[0].path)]
         outcome = orchestrator.Outcome("raw", target.location, plan.before)
         with pytest.raises(RuntimeError, match="not the planned"):
-            orchestrator._run(plan, connection, outcome, "head", True)
+            orchestrator._run(plan, connection, outcome, True)
         connection.rollback()
 
 
@@ -144,3 +144,20 @@ def test_the_held_time_leaves_out_the_wait_for_the_lock(legacy_copy, projects):
     assert result.returncode == 0, result.stdout + result.stderr
     held = float(result.stdout.split("Held raw ")[1].split(" s")[0])
     assert took > 1.2 and held < 0.5, (took, held)
+
+
+def test_a_relative_downgrade_cut_off_between_its_commits_is_finished_by_the_same_command(legacy_copy, projects):
+    """downgrade -1 commits ingestion (commits go in the fixed order), then dies before raw's COMMIT;
+    `downgrade -1` again must take raw and processing one step back, and leave ingestion where the
+    first run put it."""
+    with_notes(projects)
+    assert tg_parser_run("init", projects=projects).returncode == 0
+    killed = commit_fault_run("kill", "raw_storage.sqlite", "db", "downgrade", "-1", "--yes", projects=projects)
+    assert killed.returncode == -9, killed.stderr
+    assert versions(legacy_copy) == {"ingestion": ["ingestion_0001"], "raw": ["raw_0002"], "processing": ["processing_0002"]}
+    rerun = tg_parser_run("db", "downgrade", "-1", "--yes", projects=projects)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert versions(legacy_copy) == {"ingestion": ["ingestion_0001"], "raw": ["raw_0001"], "processing": ["processing_0001"]}
+    again = tg_parser_run("db", "downgrade", "-1", "--yes", projects=projects)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert versions(legacy_copy) == {"ingestion": [], "raw": [], "processing": []}

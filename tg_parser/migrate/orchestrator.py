@@ -26,7 +26,7 @@ from alembic import command
 from alembic.util import CommandError
 
 from tg_parser.core.events import emit
-from tg_parser.migrate import adopt, backup, holds, online
+from tg_parser.migrate import adopt, backup, holds, online, unfinished
 from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem, describe_error
 from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
 from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
@@ -127,15 +127,21 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             if target.sqlite_file is not None:
                 online.clean_leftovers(target.sqlite_file, options.lock_timeout)
                 backup.clean_partials(options.backups_dir, target.name)
-        preview = _plan_all(targets, None, upgrading, revision, repair=options.repair)
+        asked = revision
+        if unfinished.applies(revision, [t.name for t in targets]):
+            current = {t.name: t.current() for t in targets}
+            asked = unfinished.resume(options.backups_dir, upgrading, revision, current) or revision
+        preview = _plan_all(targets, None, upgrading, asked, repair=options.repair)
         confirmed = set() if upgrading else _confirm(preview, options)
         outcomes = {p.name: Outcome(p.name, p.target.location, p.before, p.before, status="unchanged") for p in preview}
         busy = [p for p in preview if p.needs_work]
         if not busy:  # nothing to run: no lock is taken, nothing is held
+            if isinstance(asked, dict):
+                unfinished.forget(options.backups_dir)
             return [outcomes[t.name] for t in targets]
         _refuse_without_space(busy, options)
         new_files = {p.name for p in busy if p.target.sqlite_file is not None and not p.target.holds_data()}
-        run = _Run(outcomes, upgrading, revision, options, report, signals, [p.target for p in preview])
+        run = _Run(outcomes, upgrading, revision, asked, options, report, signals, [p.target for p in preview])
         try:
             for plan in busy:
                 run.running = plan.name
@@ -143,7 +149,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                     _to_wal(plan.target, options)
                 if options.backup:
                     _backup(plan, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
-            prepared = {plan.name: _prepare(plan, options, upgrading, revision) for plan in busy}
+            prepared = {plan.name: _prepare(plan, options, upgrading) for plan in busy}
             rebuilt = {name: [(item.rebuild.table, item.rows) for item in items.values()] for name, items in prepared.items()}
             options.notice(holds.describe(busy, rebuilt, options.backup))
             run.hold_and_commit([p.target for p in busy], confirmed, prepared)
@@ -174,6 +180,9 @@ class _Run:
     outcomes: dict[str, Outcome]
     upgrading: bool
     revision: str
+    """As the command gave it."""
+    asked: str | dict[str, str]
+    """What each database goes to: `revision`, or the absolute revisions that finish a cut-off run."""
     options: Options
     report: Callable
     signals: object
@@ -220,7 +229,7 @@ class _Run:
         transactions, outcomes = self.transactions, self.outcomes
         held = {t.name for t in transactions.targets}
         in_order = [t for t in self.order if t.name in held]
-        plans = _plan_all(in_order, transactions, self.upgrading, self.revision, repair=self.options.repair)
+        plans = _plan_all(in_order, transactions, self.upgrading, self.asked, repair=self.options.repair)
         for plan in plans:
             _log_plan(plan)
             transactions.note_revision(plan.name, plan.before)
@@ -236,16 +245,23 @@ class _Run:
             if plan is not None:
                 self.running = plan.name
                 swaps = online.Swaps(prepared.get(plan.name, {}))
-                _run(plan, transactions.connection(target), outcomes[plan.name], self.revision, self.upgrading, swaps)
+                _run(plan, transactions.connection(target), outcomes[plan.name], self.upgrading, swaps)
                 transactions.note_revision(plan.name, outcomes[plan.name].after)
             self.report(outcomes[target.name])
         self.signals.deferred = True  # from here on a signal must not split the commits
+        changing = [plan.name for plan in plans if plan.needs_work]
+        note = unfinished.applies(self.revision, changing)
+        if note:
+            unfinished.record(self.options.backups_dir, self.upgrading, self.revision,
+                              {name: (list(outcomes[name].before), list(outcomes[name].after)) for name in changing})
 
         def committed(name: str) -> None:
             outcomes[name].status = "committed"
             outcomes[name].held_seconds = transactions.of(name).held_seconds
 
         transactions.commit(committed)
+        if note or isinstance(self.asked, dict):
+            unfinished.forget(self.options.backups_dir)
 
 
 @contextmanager
@@ -256,13 +272,13 @@ def _run_locks(files: list[Path], timeout: float) -> Iterator[None]:
         yield
 
 
-def _prepare(plan: DatabasePlan, options: Options, upgrading: bool, revision: str) -> dict:
+def _prepare(plan: DatabasePlan, options: Options, upgrading: bool) -> dict:
     """Build the new tables of the plan's online rebuilds, before any lock (SQLite files only)."""
-    rebuilds = _rebuilds(plan, upgrading, revision)
+    rebuilds = _rebuilds(plan, upgrading)
     return online.prepare(plan.target.sqlite_file, rebuilds, options.lock_timeout) if rebuilds else {}
 
 
-def _rebuilds(plan: DatabasePlan, upgrading: bool, revision: str) -> list[online.Rebuild]:
+def _rebuilds(plan: DatabasePlan, upgrading: bool) -> list[online.Rebuild]:
     """The `online.batch_alter_table` rebuilds of the plan's steps, found by rehearsing them on a
     schema-only copy of the database (SQLite files only)."""
     target = plan.target
@@ -274,7 +290,7 @@ def _rebuilds(plan: DatabasePlan, upgrading: bool, revision: str) -> list[online
     def rehearse(config, connection) -> None:
         for statement in plan.adoption.statements if plan.adoption else ():
             connection.exec_driver_sql(statement)
-        (command.upgrade if upgrading else command.downgrade)(config, revision)
+        (command.upgrade if upgrading else command.downgrade)(config, plan.revision)
 
     start = (plan.adoption.baseline,) if plan.adoption else plan.before
     try:
@@ -396,7 +412,9 @@ def _plan_all(
 ):
     """Plan every database, gathering every refusal before raising (usage problems first)."""
     plans, refusals, usage = [], [], []
+    asked = revision
     for target in targets:
+        revision = asked[target.name] if isinstance(asked, dict) else asked
         try:
             if transactions is not None:
                 plans.append(plan_database(target, transactions.connection(target), upgrading, revision, rehearse, repair))
@@ -488,7 +506,7 @@ def _take_backup(target: Target, before: tuple[str, ...], connection, options: O
             reader.close()
 
 
-def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrading: bool, swaps=None) -> None:
+def _run(plan: DatabasePlan, connection, outcome: Outcome, upgrading: bool, swaps=None) -> None:
     """Run the planned steps inside the held transaction; anything else than the plan is a failure."""
     if not plan.needs_work:
         return
@@ -515,7 +533,7 @@ def _run(plan: DatabasePlan, connection, outcome: Outcome, revision: str, upgrad
         config.attributes["on_version_apply"] = record
         if swaps is not None:
             config.attributes[online.ATTRIBUTE] = swaps
-        (command.upgrade if upgrading else command.downgrade)(config, revision)
+        (command.upgrade if upgrading else command.downgrade)(config, plan.revision)
         if swaps is not None:
             outcome.online, outcome.blocking = list(swaps.done), list(swaps.blocking)
     outcome.steps = ran
@@ -652,7 +670,7 @@ def plan(targets: Sequence[Target], revision: str, upgrading: bool, configured: 
     refuse_unsafe_files(ordered, None, configured)
     plans = _plan_all(ordered, None, upgrading, revision, rehearse=True)
     for plan in plans:
-        plan.rebuilds = _rebuilds(plan, upgrading, revision)
+        plan.rebuilds = _rebuilds(plan, upgrading)
     return plans
 
 

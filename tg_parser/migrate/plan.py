@@ -53,6 +53,8 @@ class DatabasePlan:
     adoption: adopt.Adoption | None = None
     rebuilds: list = field(default_factory=list)
     """The steps' `online.batch_alter_table` rebuilds (filled in for `--plan`)."""
+    revision: str = "head"
+    """The revision asked for this database."""
 
     @property
     def name(self) -> str:
@@ -103,7 +105,7 @@ def plan_database(
         raise Refused(
             [f"{target.name}: a {release} database (revision {', '.join(before)}): upgrade it first, which adopts it"]
         )
-    plan = DatabasePlan(target, before)
+    plan = DatabasePlan(target, before, revision=revision)
     start = before
     if upgrade and (release or not before) and target.holds_data():
         try:
