@@ -56,10 +56,11 @@ PREFIX = "_tg_parser_"
 NEW, OLD, INDEX, CAPTURE = (f"{PREFIX}{kind}_" for kind in ("new", "old", "ix", "capture"))
 CHUNK_SECONDS = 0.04
 """Target length of one copy transaction, its COMMIT included: a writer waits about this long."""
-PAUSE_S = 0.03
-"""The pause after each chunk. A client waiting on SQLite's busy timeout retries at fixed steps,
-25 ms apart through its first 128 ms (sqliteDefaultBusyCallback): a pause longer than that step
-after a chunk shorter than those 128 ms lets every waiting client in before the next chunk."""
+PAUSE_S, LONG_PAUSE_S = 0.03, 0.11
+"""The pause after each short transaction. A client waiting on SQLite's busy timeout retries at
+fixed steps (sqliteDefaultBusyCallback): 25 ms apart through its first 128 ms of waiting, then 50,
+then 100 ms apart. A pause longer than the step a waiting client is at lets it in before the next
+transaction: 30 ms after one shorter than 100 ms, 110 ms after a longer one (an index dropped)."""
 FIRST_CHUNK_ROWS, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 500, 50, 20_000
 LOOK_S = 0.5
 """How long a look for leftovers waits for a busy database (the command's own reads then wait their full time)."""
@@ -395,14 +396,26 @@ def _connect(file: Path, timeout: float) -> sqlite3.Connection:
 
 
 @contextmanager
-def _short_transaction(connection: sqlite3.Connection, file: Path, timeout: float) -> Iterator[None]:
+def _short_transaction(connection: sqlite3.Connection, file: Path, timeout: float) -> Iterator[list[float]]:
+    """One transaction of the copy or the cleanup, then a pause that lets every waiting client in.
+
+    In WAL mode the WAL is checkpointed (PASSIVE: writers go on) after each one, so that the
+    collector's commit never inherits a long checkpoint of the copy's pages. Yields a list that
+    holds, once the block has committed, how long the transaction held the lock."""
     retry_while_busy(lambda: connection.execute("BEGIN IMMEDIATE"), connection, str(file), timeout)
+    started = time.perf_counter()
+    timing: list[float] = []
     try:
-        yield
+        yield timing
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+    held = time.perf_counter() - started
+    timing.append(held)
+    if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    time.sleep(PAUSE_S if held < 0.1 else LONG_PAUSE_S)
 
 
 def _build(connection: sqlite3.Connection, item: Prepared, file: Path, timeout: float) -> None:
@@ -450,8 +463,7 @@ def _copy(connection: sqlite3.Connection, item: Prepared, file: Path, timeout: f
     lower: tuple | None = None
     size = FIRST_CHUNK_ROWS
     while True:
-        started = time.perf_counter()
-        with _short_transaction(connection, file, timeout):
+        with _short_transaction(connection, file, timeout) as timing:
             above = f"NOT ({null})" + (f" AND {rows} > {marks}" if lower is not None else "")
             upper = connection.execute(
                 f"SELECT {key} FROM {table} WHERE {above} ORDER BY {key} LIMIT 1 OFFSET ?", (*(lower or ()), size - 1)
@@ -462,12 +474,10 @@ def _copy(connection: sqlite3.Connection, item: Prepared, file: Path, timeout: f
                 f" AND {rows_new} <= {marks}" if upper is not None else "")
             connection.execute(f"DELETE FROM {new} WHERE {span_new}", bounds)
             connection.execute(copy + span, bounds)
-        elapsed = time.perf_counter() - started
         if upper is None:
             return total
         lower = tuple(upper)
-        size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, int(size * CHUNK_SECONDS / max(elapsed, 1e-4))))
-        time.sleep(PAUSE_S)
+        size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, int(size * CHUNK_SECONDS / max(timing[0], 1e-4))))
 
 
 def _unready(connection, item: Prepared | None, rebuild: Rebuild) -> str:
@@ -583,17 +593,14 @@ def _empty(connection: sqlite3.Connection, table: str, file: Path, timeout: floa
         return  # WITHOUT ROWID (none of TG_parser's tables): the DROP frees it
     size = FIRST_CHUNK_ROWS * 4
     while True:
-        started = time.perf_counter()
-        with _short_transaction(connection, file, timeout):
+        with _short_transaction(connection, file, timeout) as timing:
             upper = connection.execute(
                 f"SELECT rowid FROM {quote(table)} ORDER BY rowid LIMIT 1 OFFSET ?", (size,)).fetchone()
             if upper is None:
                 connection.execute(f"DELETE FROM {quote(table)}")
                 return
             connection.execute(f"DELETE FROM {quote(table)} WHERE rowid < ?", upper)
-        elapsed = time.perf_counter() - started
-        size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS * 4, int(size * CHUNK_SECONDS / max(elapsed, 1e-4))))
-        time.sleep(PAUSE_S)
+        size = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS * 4, int(size * CHUNK_SECONDS / max(timing[0], 1e-4))))
 
 
 @contextmanager
