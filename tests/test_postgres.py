@@ -374,7 +374,6 @@ def _psycopg_url(url) -> str:
 
 @pytest.mark.parametrize("reader_ends", [True, False], ids=["reader-ends", "reader-outlasts-the-timeout"])
 def test_a_migration_never_makes_application_queries_queue_behind_it(postgres_url, projects, reader_ends):
-    import time
 
     rendered = postgres_url.render_as_string(hide_password=False)
     env = {variable: rendered for variable in URL_VARIABLES}

@@ -92,7 +92,11 @@ class Target:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
+        """A connection to read the database; on a server, its reads are one snapshot (REPEATABLE
+        READ), so a plan never sees half of another run's commit (tables without their version)."""
         engine = make_engine(self.url, busy_timeout=self.lock_timeout)
+        if self.sqlite_file is None and self.url.get_backend_name() == "postgresql":
+            engine = engine.execution_options(isolation_level="REPEATABLE READ")
         try:
             with engine.connect() as connection:
                 yield connection
