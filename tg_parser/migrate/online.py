@@ -54,7 +54,7 @@ SCHEMA_ATTRIBUTE = "tg_parser_schema"
 """The database's schema (`schema_rows`), handed to revisions rendered offline (`--sql`)."""
 PREFIX = "_tg_parser_"
 NEW, OLD, INDEX, CAPTURE = (f"{PREFIX}{kind}_" for kind in ("new", "old", "ix", "capture"))
-CHUNK_SECONDS = 0.04
+CHUNK_SECONDS = 0.08
 """Target length of one copy transaction, its COMMIT included: a writer waits about this long."""
 PAUSE_S, LONG_PAUSE_S = 0.03, 0.11
 """The pause after each short transaction. A client waiting on SQLite's busy timeout retries at
