@@ -403,3 +403,59 @@ def test_a_migration_never_makes_application_queries_queue_behind_it(postgres_ur
         assert process.returncode == 1, stdout + stderr
         assert "TG_PARSER_LOCK_TIMEOUT" in stderr
         assert version == "raw_0001"
+
+
+ONLINE_INDEX = '''
+def upgrade():
+    from tg_parser.migrate import online
+
+    online.create_index("ix_raw_language", "raw_messages", ["language"])
+
+
+def downgrade():
+    op.drop_index("ix_raw_language", table_name="raw_messages")
+'''
+
+
+def _index_valid(url, name: str):
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        valid = connection.execute(text(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :n"),
+            {"n": name}).scalar()
+    engine.dispose()
+    return valid
+
+
+def test_an_online_index_is_built_concurrently_before_the_run_replacing_an_invalid_leftover(postgres_url, projects, tmp_path):
+    import psycopg
+
+    rendered = postgres_url.render_as_string(hide_password=False)
+    env = {variable: rendered for variable in URL_VARIABLES}
+    assert tg_parser_run("db", "upgrade", env=env).returncode == 0
+    with psycopg.connect(_psycopg_url(postgres_url), autocommit=True) as connection:
+        for ref in ("a", "b"):
+            connection.execute("INSERT INTO raw_messages (source_ref, id, message_type, channel_id, date, text,"
+                               " inserted_at, language) VALUES (%s, '1', 'post', 'c', 'd', 't', 'i', 'en')", (ref,))
+        with pytest.raises(psycopg.errors.UniqueViolation):  # a failed concurrent build leaves an invalid index
+            connection.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_raw_language ON raw_messages (language)")
+    assert _index_valid(postgres_url, "ix_raw_language") is False
+    add_revision(projects, "raw", 2, ONLINE_INDEX)
+    log = tmp_path / "events.log"
+    result = tg_parser_run("db", "upgrade", "--only", "raw", projects=projects,
+                           env={**env, "LOG_FORMAT": "json", "LOG_FILE": str(log)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _index_valid(postgres_url, "ix_raw_language") is True
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events.index("index_built") < events.index("lock_acquired") < events.index("database_committed")
+
+
+def test_an_online_index_of_a_run_that_rolls_back_is_dropped(postgres_url, projects):
+    rendered = postgres_url.render_as_string(hide_password=False)
+    env = {variable: rendered for variable in URL_VARIABLES}
+    assert tg_parser_run("db", "upgrade", env=env).returncode == 0
+    add_revision(projects, "raw", 2, ONLINE_INDEX)
+    add_revision(projects, "processing", 2, "def upgrade():\n    raise RuntimeError('processing fails')\n")
+    result = tg_parser_run("db", "upgrade", projects=projects, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert _index_valid(postgres_url, "ix_raw_language") is None

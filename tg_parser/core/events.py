@@ -21,6 +21,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "backup_taken": ("database", "path", "bytes", "seconds", "sha256"),
     "revision_applied": ("database", "from_revision", "to_revision", "seconds"),
     "revision_reverted": ("database", "from_revision", "to_revision", "seconds"),
+    "index_built": ("database", "table", "index", "seconds"),
     "database_committed": ("database", "revision", "held_seconds"),
     "database_rolled_back": ("database", "revision", "reason"),
     "restore_finished": ("database", "backup", "safety_backup", "seconds"),

@@ -46,6 +46,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import StaticPool
 
+from tg_parser.core.events import emit
 from tg_parser.storage.lock import retry_while_busy, timed_out
 
 ATTRIBUTE = "tg_parser_online"
@@ -192,6 +193,19 @@ def batch_alter_table(table_name: str, *, backfill: dict[str, str] | None = None
                 context.bind.exec_driver_sql(statement)
 
 
+def create_index(index_name: str, table_name: str, columns: list[str], **kwargs) -> None:
+    """`op.create_index` that `tg-parser db upgrade` builds on PostgreSQL with CREATE INDEX
+    CONCURRENTLY before the run's transaction (writes to the table go on meanwhile); the revision
+    then finds it built. Plain `alembic`, and SQLite, create it inside the transaction, as
+    `op.create_index` does (on a big SQLite table, rebuild it with `batch_alter_table` instead)."""
+    context = op.get_context()
+    mode = (context.config.attributes if context.config else {}).get(ATTRIBUTE)
+    if context.dialect.name == "postgresql" and isinstance(mode, (IndexCollector, Swaps)):
+        mode.create_index(index_name, table_name, columns, kwargs)
+    else:
+        op.create_index(index_name, table_name, columns, **kwargs)
+
+
 def schema_rows(connection) -> list[tuple]:
     """Every entry of sqlite_master (type, name, tbl_name, sql) in creation order, but SQLite's own
     and those of an online rebuild under way."""
@@ -327,12 +341,18 @@ class Prepared:
 
 @dataclass
 class Swaps:
-    """What the held transaction's revisions find: the prepared rebuilds, matched in order."""
+    """What the held transaction's revisions find: the prepared rebuilds, matched in order, and
+    (PostgreSQL) the indexes built concurrently before it."""
 
     prepared: dict[int, Prepared]
+    built: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     blocking: list[str] = field(default_factory=list)
     _next: int = 0
+
+    def create_index(self, name: str, table: str, columns: list[str], kwargs: dict) -> None:
+        if name not in self.built:
+            op.create_index(name, table, columns, **kwargs)
 
     def apply(self, rebuild: Rebuild, connection) -> None:
         number, self._next = self._next, self._next + 1
@@ -346,6 +366,64 @@ class Swaps:
         self.blocking.append(rebuild.table)
         for statement in rebuild.blocking_statements():
             connection.exec_driver_sql(statement)
+
+
+class IndexCollector:
+    """Collects the `create_index` calls of a run's revisions, rendered offline (nothing runs)."""
+
+    def __init__(self):
+        self.indexes: list[tuple[str, str, list[str], dict]] = []
+
+    def create_index(self, name: str, table: str, columns: list[str], kwargs: dict) -> None:
+        self.indexes.append((name, table, list(columns), dict(kwargs)))
+
+
+def build_concurrently(database: str, url, indexes: list[tuple[str, str, list[str], dict]], timeout: float) -> list[str]:
+    """CREATE INDEX CONCURRENTLY each index not already there and valid, after dropping an invalid
+    leftover of a failed build; return the names this call built. Each statement waits at most
+    `timeout` for a lock."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex
+
+    from tg_parser.storage.engine import make_engine
+
+    built = []
+    engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+            for name, table, columns, kwargs in indexes:
+                valid = connection.execute(sa.text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE c.relname = :name AND pg_table_is_visible(c.oid)"), {"name": name}).scalar()
+                if valid:
+                    continue
+                if valid is False:
+                    connection.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(name)}")
+                started = time.perf_counter()
+                shape = sa.Table(table, sa.MetaData(), *(sa.Column(c) for c in columns))
+                index = sa.Index(name, *(shape.c[c] for c in columns), postgresql_concurrently=True, **kwargs)
+                connection.exec_driver_sql(str(CreateIndex(index).compile(dialect=postgresql.dialect())))
+                built.append(name)
+                emit(log, "index_built", database=database, table=table, index=name,
+                     seconds=round(time.perf_counter() - started, 3))
+    finally:
+        engine.dispose()
+    return built
+
+
+def drop_concurrently(url, names: list[str], timeout: float) -> None:
+    """Drop the indexes a run built concurrently and then did not commit."""
+    from tg_parser.storage.engine import make_engine
+
+    engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+            for name in names:
+                connection.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(name)}")
+    finally:
+        engine.dispose()
 
 
 def rehearse(db, rows: list[tuple], versions: list[str], run: Callable) -> list[Rebuild]:

@@ -12,6 +12,7 @@ operator's safety net for `db restore`, never the undo path.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import random
@@ -150,12 +151,18 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
                 if options.backup:
                     _backup(plan, outcomes[plan.name], options, "upgrade" if upgrading else "downgrade")
             prepared = {plan.name: _prepare(plan, options, upgrading) for plan in busy}
+            for plan in busy:
+                run.built[plan.name] = _build_indexes(plan, options, upgrading)
             rebuilt = {name: [(item.rebuild.table, item.rows) for item in items.values()] for name, items in prepared.items()}
             options.notice(holds.describe(busy, rebuilt, options.backup))
             run.hold_and_commit([p.target for p in busy], confirmed, prepared)
         except BaseException as error:
             _settle(outcomes, run.transactions, run.working, describe_error(error), new_files)
             _drop_backups_of_unchanged(outcomes)
+            for name, indexes in run.built.items():
+                if indexes and outcomes[name].status != "committed":
+                    online.drop_concurrently(next(p.target.url for p in busy if p.name == name), indexes,
+                                             options.lock_timeout)
             if signals.received is not None:
                 raise Interrupted(signals.received, list(outcomes.values())) from error
             if isinstance(error, (Refused, UsageProblem, LockTimeout)) or not isinstance(error, Exception):
@@ -191,6 +198,8 @@ class _Run:
     transactions: HeldTransactions | None = None
     working: set[str] = field(default_factory=set)
     running: str = ""
+    built: dict[str, list[str]] = field(default_factory=dict)
+    """Per database, the indexes built concurrently before the locks (PostgreSQL)."""
 
     def hold_and_commit(self, targets: list[Target], confirmed: set[str], prepared: dict) -> None:
         """Take every lock (SQLite: BEGIN EXCLUSIVE, so no reader can refuse a commit later), all
@@ -244,7 +253,7 @@ class _Run:
             plan = planned.get(target.name)
             if plan is not None:
                 self.running = plan.name
-                swaps = online.Swaps(prepared.get(plan.name, {}))
+                swaps = online.Swaps(prepared.get(plan.name, {}), self.built.get(plan.name, []))
                 _run(plan, transactions.connection(target), outcomes[plan.name], self.upgrading, swaps)
                 transactions.note_revision(plan.name, outcomes[plan.name].after)
             self.report(outcomes[target.name])
@@ -300,8 +309,23 @@ def _rebuilds(plan: DatabasePlan, upgrading: bool) -> list[online.Rebuild]:
         return []
 
 
-def _uses_online(plan: DatabasePlan) -> bool:
-    return any("online.batch_alter_table" in Path(step.path).read_text() for step in plan.steps)
+def _build_indexes(plan: DatabasePlan, options: Options, upgrading: bool) -> list[str]:
+    """PostgreSQL: build the steps' `online.create_index` indexes concurrently, before any lock.
+
+    Which ones, Alembic's offline mode tells: the steps are rendered, not run, and each
+    create_index call is collected."""
+    target = plan.target
+    if target.sqlite_file is not None or not upgrading or len(plan.before) > 1 or not _uses_online(plan, "create_index"):
+        return []
+    collector = online.IndexCollector()
+    config = target.config(output=io.StringIO())
+    config.attributes[online.ATTRIBUTE] = collector
+    command.upgrade(config, f"{plan.before[0]}:{plan.revision}" if plan.before else plan.revision, sql=True)
+    return online.build_concurrently(target.name, target.url, collector.indexes, options.lock_timeout)
+
+
+def _uses_online(plan: DatabasePlan, what: str = "batch_alter_table") -> bool:
+    return any(f"online.{what}" in Path(step.path).read_text() for step in plan.steps)
 
 
 def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options: Options, signals) -> None:
