@@ -171,6 +171,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             raise MigrationFailed(run.running, describe_error(error), list(outcomes.values()), partial) from error
         finally:
             _clean_after(busy, outcomes, options, signals)
+        _drop_backups_of_unchanged(outcomes)
     if options.backup:
         for outcome in outcomes.values():
             if outcome.backup is not None:
@@ -356,9 +357,10 @@ def _to_wal(target: Target, options: Options) -> None:
 
 
 def _drop_backups_of_unchanged(outcomes: dict[str, Outcome]) -> None:
-    """A run that rolled back, or never got its locks, leaves no backup: each equals its database."""
+    """A database the run did not change (it rolled back, the run never got its locks, or another
+    run had done the work by then) keeps no backup of this run: it would equal the database."""
     for outcome in outcomes.values():
-        if outcome.backup is not None and outcome.status != "committed":
+        if outcome.backup is not None and not outcome.changed:
             outcome.backup.path.unlink(missing_ok=True)
             outcome.backup.manifest.unlink(missing_ok=True)
             outcome.backup = None
