@@ -161,3 +161,22 @@ def test_a_relative_downgrade_cut_off_between_its_commits_is_finished_by_the_sam
     again = tg_parser_run("db", "downgrade", "-1", "--yes", projects=projects)
     assert again.returncode == 0, again.stdout + again.stderr
     assert versions(legacy_copy) == {"ingestion": [], "raw": [], "processing": []}
+
+
+def test_a_transaction_s_held_time_starts_when_its_lock_is_held(legacy_copy):
+    """HeldTransactions itself: waiting 1.5 s for a busy database is not holding it."""
+    from tg_parser.migrate.transactions import HeldTransactions
+
+    assert run_cli("init").exit_code == 0
+    target = Target.from_settings(get_database("raw"), load_settings())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(1.5); c.execute('ROLLBACK')",
+         str(legacy_copy / "raw_storage.sqlite")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    with HeldTransactions([target], 10, exclusive=True) as held:
+        waited = time.monotonic() - started
+        held_seconds = held.of("raw").held_seconds
+    holder.wait(timeout=30)
+    assert waited > 1.2 and held_seconds < 0.2, (waited, held_seconds)

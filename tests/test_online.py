@@ -150,6 +150,7 @@ def test_a_failure_in_processing_after_the_online_copy_rolls_back_everything(onl
     assert logs["writer"].errors == []
 
 
+@pytest.mark.slow
 def test_the_swap_is_all_or_nothing_under_sigkill_at_every_phase(online_projects, data_dir, tmp_path):
     """Kills spread over the backup, the online copy (the indexes grow with it) and the held
     transaction after the swap; after each, any `db` command leaves no trace of the run, the
@@ -234,3 +235,37 @@ def test_a_reader_across_the_commit_window_never_splits_the_commits(projects, le
     for name in ("ingestion", "raw", "processing"):
         with closing(sqlite3.connect(legacy_copy / f"{dict(ingestion='ingestion_state', raw='raw_storage', processing='processing_storage')[name]}.sqlite")) as c:
             assert not c.execute(f"SELECT 1 FROM sqlite_master WHERE name = 'alembic_version_{name}'").fetchall()
+
+
+CONFLICTS_REBUILD = '''
+def upgrade():
+    from tg_parser.migrate import online
+
+    with online.batch_alter_table("raw_conflicts", recreate="always", backfill={"reason_len": "length(reason)"}) as batch:
+        batch.add_column(sa.Column("reason_len", sa.Integer()))
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_an_online_rebuild_keeps_the_autoincrement_counter(projects, data_dir):
+    """raw_conflicts has AUTOINCREMENT: ids of deleted rows are never given again, after a rebuild too."""
+    at_baselines(data_dir, 0)
+    raw = data_dir / RAW
+    with closing(sqlite3.connect(raw)) as connection, connection:
+        connection.executemany("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES (?, 'now', 'r')",
+                               [(f"s{i}",) for i in range(50)])
+        connection.execute("DELETE FROM raw_conflicts WHERE id > 40")
+    counter = query(raw, "SELECT seq FROM sqlite_sequence WHERE name = 'raw_conflicts'")[0][0]
+    add_revision(projects, "raw", 2, CONFLICTS_REBUILD)
+    result = tg_parser_run("db", "upgrade", "--only", "raw", projects=projects)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rebuilt raw_conflicts online" in result.stdout
+    assert query(raw, "SELECT seq FROM sqlite_sequence WHERE name = 'raw_conflicts'") == [(counter,)]
+    with closing(sqlite3.connect(raw)) as connection, connection:
+        new_id = connection.execute("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES ('n', 'now', 'r')"
+                                    " RETURNING id").fetchone()[0]
+    assert new_id == counter + 1
+    assert leftovers(raw) == [] and query(raw, "PRAGMA integrity_check") == [("ok",)]

@@ -71,7 +71,10 @@ CACHE_KIB = 262_144
 log = logging.getLogger(__name__)
 _WRITES = re.compile(r"^\s*(CREATE|INSERT|DROP|ALTER|UPDATE|DELETE)\b", re.IGNORECASE)
 _INSERT = re.compile(r"^\s*INSERT INTO (?P<into>\S+) \((?P<columns>.*?)\) SELECT (?P<select>.*)\sFROM (?P<source>\S+)\s*$", re.DOTALL)
-_INDEX_HEAD = re.compile(r'^(?P<create>CREATE (?:UNIQUE )?INDEX (?:IF NOT EXISTS )?)(?P<name>"(?:[^"]|"")*"|\S+)(?P<on> ON )(?P<table>"(?:[^"]|"")*"|\S+)', re.IGNORECASE)
+_INDEX_HEAD = re.compile(
+    r'^(?P<create>CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?)(?P<name>"(?:[^"]|"")*"|[^\s(]+)'
+    r'(?P<on>\s+ON\s+)(?P<table>"(?:[^"]|"")*"|[^\s(]+)', re.IGNORECASE)
+"""The head of a CREATE INDEX as SQLite keeps it (3.0.0 wrote some across two lines): its name and table."""
 
 
 def quote(name: str) -> str:
@@ -253,7 +256,10 @@ def _recorded(rows: list[tuple], table: str, backfill: dict[str, str], kwargs: d
 
         operations = Operations(MigrationContext.configure(connection, opts={"render_as_batch": True}))
         if "copy_from" not in kwargs:  # SQLAlchemy's reflection keeps unnamed CHECKs; Alembic's own drops them
-            kwargs["copy_from"] = sa.Table(table, sa.MetaData(), autoload_with=connection)
+            create = next(sql for kind, name, _tbl, sql in rows if kind == "table" and name == table)
+            kwargs["copy_from"] = sa.Table(  # reflection does not see AUTOINCREMENT: it is told
+                table, sa.MetaData(), autoload_with=connection,
+                sqlite_autoincrement=bool(re.search(r"\bAUTOINCREMENT\b", create, re.IGNORECASE)))
         with operations.batch_alter_table(table, **kwargs) as batch:
             yield batch
         event.remove(connection, "before_cursor_execute", record)
@@ -264,7 +270,7 @@ def _rebuild(connection, rows: list[tuple], table: str, statements: tuple[str, .
     """The recorded batch as a `Rebuild`, in a canonical order: Alembic creates the indexes in the
     order of a set, so the trailing CREATE INDEX statements (and the indexes) are sorted by name."""
     trailing = len(statements)
-    while trailing and re.match(r"^CREATE (UNIQUE )?INDEX", statements[trailing - 1], re.I):
+    while trailing and re.match(r"^CREATE\s+(UNIQUE\s+)?INDEX", statements[trailing - 1], re.I):
         trailing -= 1
     statements = statements[:trailing] + tuple(sorted(statements[trailing:], key=lambda s: _INDEX_HEAD.match(s)["name"]))
     after = schema_rows(connection)
@@ -607,9 +613,11 @@ def _swap(connection, item: Prepared) -> None:
         run(f"PRAGMA schema_version = {version + 1}")
     finally:
         run("PRAGMA writable_schema = OFF")
-    if run("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").first():
-        run("UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0))"
-            " WHERE name = ?", (item.old, table))
+    if run("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").first():  # AUTOINCREMENT's counter
+        counter = run("SELECT seq FROM sqlite_sequence WHERE name = ?", (item.old,)).scalar()
+        if counter is not None and not run("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?",
+                                           (counter, table)).rowcount:
+            run("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, counter))
     for sql in rebuild.triggers:
         run(sql)
 
