@@ -269,3 +269,53 @@ def test_an_online_rebuild_keeps_the_autoincrement_counter(projects, data_dir):
                                     " RETURNING id").fetchone()[0]
     assert new_id == counter + 1
     assert leftovers(raw) == [] and query(raw, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_too_little_room_for_the_new_table_is_refused_before_anything(online_projects, data_dir, tmp_path, mount):
+    at_baselines(data_dir, 20_000)
+    small = mount(tmp_path / "small-disk", size="60m")
+    raw = small / RAW
+    raw.write_bytes((data_dir / RAW).read_bytes())  # about 20 MB: journal and new table need 2 x 20 MB x 1.1
+    free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+    (small / "filler").write_bytes(b"\0" * int(free - raw.stat().st_size * 1.5))
+    before = schema(raw), query(raw, "SELECT count(*) FROM raw_messages")
+    result = tg_parser_run("db", "upgrade", "--only", "raw", "--no-backup", projects=online_projects,
+                           env={"RAW_STORAGE_DB_PATH": str(raw)})
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "raw online rebuild" in result.stderr and "not enough free disk" in result.stderr
+    assert (schema(raw), query(raw, "SELECT count(*) FROM raw_messages")) == before
+    assert leftovers(raw) == []
+
+
+def test_a_disk_that_fills_up_during_the_copy_changes_nothing(online_projects, data_dir, tmp_path, mount):
+    """The disk fills after the run checked it (the collector, another program): the copy fails, the
+    run rolls back, the table and its rows stay as they were, and once there is room again the
+    next command removes what the run could not."""
+    at_baselines(data_dir, 60_000)
+    small = mount(tmp_path / "small-disk", size="400m")
+    raw = small / RAW
+    raw.write_bytes((data_dir / RAW).read_bytes())
+    rows = "SELECT * FROM raw_messages ORDER BY source_ref"
+    before_schema, before_rows = schema(raw), query(raw, rows)
+    env = {"RAW_STORAGE_DB_PATH": str(raw)}
+    process = tg_parser_process("db", "upgrade", "--only", "raw", "--no-backup", projects=online_projects, env=env)
+    wait_for(lambda: any(name == "_tg_parser_new_raw_messages" for _kind, name in leftovers(raw)))
+    filler = small / "filler"
+    with open(filler, "wb") as out:  # take every free byte
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stdout + stderr
+    assert "disk is full" in stderr
+    assert version_rows(raw, "raw") == ["raw_0001"]
+    assert query(raw, "PRAGMA integrity_check") == [("ok",)]
+    ours = [row for row in schema(raw) if row[1].startswith("_tg_parser_") or row[2].startswith("_tg_parser_")]
+    assert [row for row in schema(raw) if row not in ours] == before_schema  # what the run left is its own only
+    assert query(raw, rows) == before_rows
+    filler.unlink()
+    assert tg_parser_run("db", "current", projects=online_projects, env=env).returncode == 0
+    assert leftovers(raw) == [] and schema(raw) == before_schema

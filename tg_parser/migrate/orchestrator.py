@@ -473,13 +473,16 @@ def _confirm(plans: list[DatabasePlan], options: Options) -> set[str]:
 
 
 def _refuse_without_space(plans: list[DatabasePlan], options: Options) -> None:
-    """Room for SQLite's rollback journal (up to the file's size) and for the backups."""
+    """Room for SQLite's rollback journal (up to the file's size), for the new tables of online
+    rebuilds (up to the file's size again, until the old tables are dropped) and for the backups."""
     needs = []
     for plan in plans:
         file = plan.target.sqlite_file
         if plan.needs_work and file is not None and plan.target.holds_data():
             size = file.stat().st_size
             needs.append((file.parent, size, f"{plan.name} journal"))
+            if _uses_online(plan):
+                needs.append((file.parent, size, f"{plan.name} online rebuild"))
             if options.backup:
                 needs.append((options.backups_dir, size, f"{plan.name} backup"))
     _refuse_without_room(needs)
