@@ -174,12 +174,12 @@ def batch_alter_table(table_name: str, *, backfill: dict[str, str] | None = None
         return
     if context.as_sql:
         schema = (context.config.attributes if context.config else {}).get(SCHEMA_ATTRIBUTE)
-        context.impl.static_output(f"-- {table_name}: rebuilt online by tg-parser db upgrade; as one transaction:\n")
         if schema is None:
             raise RuntimeError(
                 f"online.batch_alter_table({table_name!r}) needs the database's schema to render its SQL:"
                 " run `tg-parser db upgrade --sql` against the database, not over a range"
             )
+        context.impl.static_output(f"-- {table_name}: rebuilt online by tg-parser db upgrade; as one transaction:\n")
     else:
         schema = schema_rows(context.bind)
     result: list[Rebuild] = []
