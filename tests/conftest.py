@@ -8,7 +8,8 @@ server that each worker starts on first use with pytest-postgresql's executor (t
 its `postgresql_proc` fixture), from `pg_ctl` on PATH or in /usr/lib/postgresql/<version>/bin,
 in a folder of its own under the system temp folder, on a free port, with trust authentication
 and without fsync. PostgreSQL will not run as root, and the tests here and in CI do: as root,
-pg_ctl (initdb, start, stop) runs as the `postgres` user through `runuser`, in a folder owned by
+pg_ctl (initdb, start, stop) runs as the `postgres` user through `runuser` (or `su`), found in the
+system folders whatever PATH says, in a folder owned by
 that user (pytest's own temp folders are root's alone, 0700, so the server's data cannot live
 there). `postgresql_proc` itself is not used because it puts the data there. Each test gets
 fresh databases (`postgres_databases`, `postgres_url`), dropped afterwards.
@@ -213,6 +214,19 @@ def _pg_ctl() -> str | None:
     return str(installed[-1]) if installed else None
 
 
+def _as_postgres() -> str:
+    """The command that runs the rest of its line as the `postgres` user: `runuser`, else `su`, found
+    in the system folders too (a root PATH without /usr/sbin is common: `env -i PATH=/usr/bin:/bin`)."""
+    folders = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+    runuser = shutil.which("runuser", path=folders)
+    if runuser:
+        return f"{shlex.quote(runuser)} -u postgres --"
+    su = shutil.which("su", path=folders)
+    if su is None:
+        raise RuntimeError("neither runuser nor su is installed: cannot run PostgreSQL as the postgres user")
+    return f"{shlex.quote(su)} -s /bin/sh -c 'exec \"$0\" \"$@\"' postgres --"
+
+
 @contextmanager
 def private_postgres(pg_ctl: str) -> Iterator[str]:
     """A throwaway PostgreSQL server in a temporary folder; yields its URL, then stops it and removes the folder.
@@ -227,7 +241,7 @@ def private_postgres(pg_ctl: str) -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         executable = str(folder / "pg_ctl")
-        Path(executable).write_text(f'#!/bin/sh\ncd / && exec runuser -u postgres -- {shlex.quote(pg_ctl)} "$@"\n')
+        Path(executable).write_text(f"#!/bin/sh\ncd / && exec {_as_postgres()} {shlex.quote(pg_ctl)} \"$@\"\n")
         os.chmod(executable, 0o755)
     port = select_random()
     server = PostgreSQLExecutor(

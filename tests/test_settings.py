@@ -57,3 +57,25 @@ def test_bad_value_names_its_variable(monkeypatch, tmp_path, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+@pytest.mark.parametrize("variable", ["TG_PARSER_DATA_DIR", "RAW_STORAGE_DB_PATH"])
+def test_an_empty_path_setting_is_refused_naming_it(monkeypatch, isolated, variable):
+    """Empty, a path is the working folder: `init` would put the databases wherever it runs."""
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv(variable, " " if variable.endswith("PATH") else "")
+    with pytest.raises(SettingsError, match=f"{variable}: is empty"):
+        load_settings()
+    result = run_cli("init")
+    assert result.exit_code == 2
+    assert f"{variable}: is empty" in result.output
+    assert list(isolated.iterdir()) == []
+
+
+def test_the_private_postgres_server_finds_runuser_without_usr_sbin_on_path(monkeypatch):
+    from tests.conftest import _as_postgres
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    program = _as_postgres().split()[0]
+    assert Path(program).is_absolute() and Path(program).exists(), program

@@ -43,6 +43,15 @@ class _SettingsBase(BaseSettings):
 
     _urls: dict[str, URL] = PrivateAttr(default_factory=dict)
 
+    @field_validator("data_dir", *(f"{db.setting_stem.lower()}_db_path" for db in DATABASES), mode="before",
+                     check_fields=False)
+    @classmethod
+    def _not_empty(cls, value):
+        """An empty path would be the working folder: the databases would land wherever the command runs."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give a folder or file path, or unset it for the default")
+        return value
+
     @model_validator(mode="after")
     def _resolve_locations(self):
         self.data_dir = _absolute(self.data_dir)
