@@ -245,6 +245,44 @@ def test_stamp_purge_repairs_a_version_table_holding_an_unknown_revision(data_di
     assert version_rows(raw, "raw") == ["raw_0001"]
 
 
+@pytest.mark.parametrize("content", [b"", b"not a database at all, " * 300, "processing"], ids=["empty", "garbage", "another"])
+def test_stamp_refuses_a_file_that_is_not_a_database_of_its_kind(data_dir, content):
+    assert run_cli("init").exit_code == 0
+    raw = data_dir / "raw_storage.sqlite"
+    raw.write_bytes(content if isinstance(content, bytes) else (data_dir / "processing_storage.sqlite").read_bytes())
+    before = file_digest(raw)
+    result = run_cli("db", "stamp", "raw_0001", "--only", "raw", "--yes")
+    assert result.exit_code == 3, result.output
+    assert "refused: raw:" in result.output
+    assert file_digest(raw) == before
+    assert not list((data_dir / "backups").glob("raw-*"))
+
+
+@pytest.mark.parametrize("command", [("db", "stamp", "base"), ("db", "downgrade", "base")], ids=["stamp", "downgrade"])
+def test_a_reader_is_waited_for_within_the_lock_timeout_and_no_backup_is_left(data_dir, monkeypatch, command):
+    import subprocess
+    import sys
+
+    assert run_cli("init").exit_code == 0
+    raw = data_dir / "raw_storage.sqlite"
+    monkeypatch.setenv("TG_PARSER_LOCK_TIMEOUT", "1")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN'); c.execute('SELECT count(*) FROM sqlite_master').fetchone()\n"
+         "print('reading', flush=True); sys.stdin.read()", str(raw)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        result = run_cli(*command, "--only", "raw", "--yes")
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=30)
+    assert result.exit_code == 1, result.output
+    assert "gave up after waiting 1 s (TG_PARSER_LOCK_TIMEOUT)" in result.output
+    assert version_rows(raw, "raw") == ["raw_0001"]
+    assert not list((data_dir / "backups").glob("raw-*"))
+
+
 def test_merge_joins_two_heads_and_refuses_one(data_dir, projects):
     one = tg_parser_run("db", "merge", "--only", "raw", "-m", "join", projects=projects)
     assert one.returncode == 2 and "has one head" in one.stderr

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.util import CommandError
+from sqlalchemy import inspect
 
 from tg_parser.core.events import emit
 from tg_parser.migrate import adopt, backup, holds, online, unfinished
@@ -710,7 +711,7 @@ def stamp(target: Target, revision: str, options: Options, purge: bool = False) 
     run's lock, after a backup, and only once confirmed: a wrong stamp skips migrations for good."""
     refuse_unsafe_files([target], options.backups_dir if options.backup else None, options.configured)
     outcome = Outcome(target.name, target.location, ())
-    before = target.current()
+    before = _stampable(target)
     unknown = target.unknown_revisions(before)
     if unknown and not purge:
         raise Refused([f"{target.name}: database is newer than this tg-parser (unknown revision"
@@ -725,18 +726,46 @@ def stamp(target: Target, revision: str, options: Options, purge: bool = False) 
     with raised_as_interrupted(), _run_locks(files, options.lock_timeout):
         for file in files:
             online.clean_leftovers(file, options.lock_timeout)
-        with HeldTransactions([target], options.lock_timeout, _waiting(options)) as held:
-            connection = held.connection(target)
-            outcome.before = target.current(connection)
-            if target.sqlite_file is not None:
-                backup.clean_partials(options.backups_dir, target.name)
-                if options.backup and target.holds_data():
-                    outcome.backup = _take_backup(target, outcome.before, connection, options, "stamp")
-            try:
-                command.stamp(target.config(connection), revision, purge=purge)
-            except CommandError as error:
-                raise UsageProblem(f"{target.name}: cannot stamp {revision!r}: {error}") from error
-            outcome.after = target.current(connection)
-            held.commit()
+        # EXCLUSIVE: a reader holding a read transaction is waited for here, within the lock
+        # timeout, instead of making the COMMIT fail at the end.
+        try:
+            with HeldTransactions([target], options.lock_timeout, _waiting(options), exclusive=True) as held:
+                connection = held.connection(target)
+                outcome.before = target.current(connection)
+                if target.sqlite_file is not None:
+                    backup.clean_partials(options.backups_dir, target.name)
+                    if options.backup and target.holds_data():
+                        outcome.backup = _take_backup(target, outcome.before, connection, options, "stamp")
+                try:
+                    command.stamp(target.config(connection), revision, purge=purge)
+                except CommandError as error:
+                    raise UsageProblem(f"{target.name}: cannot stamp {revision!r}: {error}") from error
+                outcome.after = target.current(connection)
+                held.commit()
+        except BaseException:
+            _drop_backups_of_unchanged({target.name: outcome})
+            raise
     outcome.status = "committed"
     return outcome
+
+
+def _stampable(target: Target) -> tuple[str, ...]:
+    """The revisions of a database that can be stamped; refused: a SQLite file that is missing, empty,
+    not a database, or not a database of this kind (a stamp would make it look like one)."""
+    if target.sqlite_file is None:
+        return target.current()
+    if not target.holds_data():
+        raise Refused([f"{target.name}: {target.location} is {'empty' if target.exists() else 'missing'}, not a"
+                       f" {target.name} database; create it with tg-parser init"])
+    try:
+        before = target.current()
+        with target.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+    except Unreadable as error:
+        raise Refused([f"{target.name}: {error}"]) from error
+    problem = target.db.misplaced(tables) or (
+        None if tables & (set(target.db.metadata.tables) | {target.db.version_table})
+        else f"it holds none of the {target.name} tables")
+    if problem:
+        raise Refused([f"{target.name}: {target.location} is not the {target.name} database: {problem}"])
+    return before
