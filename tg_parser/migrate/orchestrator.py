@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -317,7 +318,7 @@ def _build_indexes(plan: DatabasePlan, options: Options, upgrading: bool) -> lis
     Which ones, Alembic's offline mode tells: the steps are rendered, not run, and each
     create_index call is collected."""
     target = plan.target
-    if target.sqlite_file is not None or not upgrading or len(plan.before) > 1 or not _uses_online(plan, "create_index"):
+    if target.sqlite_file is not None or not upgrading or len(plan.before) > 1 or not _uses_online(plan):
         return []
     collector = online.IndexCollector()
     config = target.config(output=io.StringIO())
@@ -326,8 +327,12 @@ def _build_indexes(plan: DatabasePlan, options: Options, upgrading: bool) -> lis
     return online.build_concurrently(target.name, target.url, collector.indexes, options.lock_timeout)
 
 
-def _uses_online(plan: DatabasePlan, what: str = "batch_alter_table") -> bool:
-    return any(f"online.{what}" in Path(step.path).read_text() for step in plan.steps)
+_ONLINE_IMPORT = re.compile(r"\btg_parser\.migrate\.online\b|\bfrom\s+tg_parser\.migrate\s+import\s+[^\n]*\bonline\b")
+
+
+def _uses_online(plan: DatabasePlan) -> bool:
+    """Whether a step's revision uses tg_parser.migrate.online (only then is the run rehearsed for it)."""
+    return any(_ONLINE_IMPORT.search(Path(step.path).read_text()) for step in plan.steps)
 
 
 def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options: Options, signals) -> None:
