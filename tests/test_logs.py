@@ -74,10 +74,13 @@ def run_scenario(folder: Path, projects: Path, env: dict) -> list[tuple[str, obj
         "RAW_STORAGE_DB_URL": f"postgresql+psycopg://nobody:{URL_PASSWORD}@127.0.0.1:1/tg"})
     with write_locked(data / "raw_storage.sqlite"):
         run("busy", "db", "upgrade", "--only", "raw", extra={"TG_PARSER_LOCK_TIMEOUT": "0.3"})
-    with ScriptedServer([error(429, retry_after_ms="10"), ok(REPLY)]) as server:
-        url = server.url.replace("http://", f"http://user:{URL_PASSWORD}@")
-        run("llm ping", "llm", "ping", "--prompt", PROMPT, extra={
-            "LLM_BASE_URL": url, "LLM_API_KEY": API_KEY, "LLM_MODEL": "gpt-5-nano", "RETRY_BACKOFF_BASE": "0.1"})
+    llm = {"LLM_API_KEY": API_KEY, "LLM_MODEL": "gpt-5-nano", "RETRY_BACKOFF_BASE": "0.1"}
+    # A server that echoes the key in a 500 (retried) and, on another call, the prompt in a 400.
+    echoed_key = error(500, f"proxy error; request had Authorization: Bearer {API_KEY} and x-api-key={API_KEY}")
+    with ScriptedServer([echoed_key, error(429, retry_after_ms="10"), ok(REPLY)]) as server:
+        run("llm ping", "llm", "ping", "--prompt", PROMPT, extra={"LLM_BASE_URL": server.url, **llm})
+    with ScriptedServer([error(400, f"Invalid 'input': the prompt {PROMPT!r} is not allowed")]) as server:
+        run("llm ping refused", "llm", "ping", "--prompt", PROMPT, extra={"LLM_BASE_URL": server.url, **llm})
     return runs
 
 
@@ -134,7 +137,9 @@ def test_json_logs_cover_every_event_with_its_fields_and_one_run_id(played):
     assert len({events_of(r.stderr.splitlines())[0]["run_id"] for _, r in runs}) == len(runs)  # one per run
     applied = seen["revision_applied"]
     assert applied["from_revision"] and applied["to_revision"] and applied["seconds"] >= 0
-    assert seen["llm_attempt"]["status"] == 429 and seen["llm_attempt"]["delay_reason"] == "retry-after"
+    attempts = [(e["status"], e["delay_reason"]) for e in events_of(dict(runs)["llm ping"].stderr.splitlines())
+                if e["event"] == "llm_attempt"]
+    assert attempts == [(500, "backoff"), (429, "retry-after"), (200, None)]
     assert seen["backup_taken"]["sha256"] and seen["backup_taken"]["bytes"] > 0
 
 
@@ -174,6 +179,9 @@ def test_no_secret_in_any_output_at_debug_in_either_format(played):
     assert REPLY not in logged + "".join(r.stderr for _, r in runs)
     assert "Authorization" not in everything and "Bearer" not in everything
     assert f"{REPLY}\n" in dict(played["json"])["llm ping"].stdout  # the reply is the command's output
+    refused = dict(played["text"])["llm ping refused"]  # the server's words are shown, redacted
+    assert refused.returncode == 1
+    assert "HTTP 400: Invalid 'input': the prompt '[redacted]' is not allowed; not retryable" in refused.stderr
 
 
 def test_table_transfer_events(legacy_copy, postgres_url, monkeypatch):

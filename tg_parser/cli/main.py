@@ -14,7 +14,6 @@ from tg_parser import __version__
 from tg_parser.cli import logs, render
 from tg_parser.cli.db import db, options, repair_option, selected_targets, wal_option
 from tg_parser.cli.llm import llm
-from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.core.settings import (
     SettingsError,
     load_llm_settings,
@@ -22,6 +21,7 @@ from tg_parser.core.settings import (
     load_retry_settings,
     load_settings,
 )
+from tg_parser.migrate.interrupt import Interrupted
 
 
 class TgParserGroup(logs.LoggedGroup):

@@ -16,7 +16,13 @@ from pathlib import Path
 import click
 
 from tg_parser.cli import logs
-from tg_parser.migrate.errors import MigrationFailed, Refused, Unreadable, UsageProblem, describe_error
+from tg_parser.migrate.errors import (
+    MigrationFailed,
+    Refused,
+    Unreadable,
+    UsageProblem,
+    describe_error,
+)
 from tg_parser.migrate.interrupt import Interrupted
 from tg_parser.migrate.target import Target
 from tg_parser.storage.lock import LockTimeout

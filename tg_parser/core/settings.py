@@ -11,9 +11,17 @@ import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -167,37 +175,67 @@ class RetrySettings(BaseSettings):
         return self
 
 
+PROVIDER_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "ollama": "http://localhost:11434",
+}
+"""Each provider's base URL as its official SDK takes it (the SDK adds the API's path to it)."""
+
+PROVIDER_MODELS = {
+    "openai": "gpt-5-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "ollama": "llama3.2",
+}
+
+
 class LLMSettings(BaseSettings):
-    """Which OpenAI-compatible server and model the LLM client talks to, and how hard."""
+    """Which provider, server and model the LLM client talks to, and how hard."""
 
-    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
-    base_url: str = Field("https://api.openai.com/v1", description="any OpenAI-compatible API (Ollama, vLLM)")
-    api_key: SecretStr | None = Field(None, description="sent as a bearer token; never printed")
-    model: str = Field(
-        "gpt-5-mini", description="gpt-5* (not gpt-5-chat*) use the Responses API, others Chat Completions"
+    provider: Literal["openai", "anthropic", "gemini", "ollama"] = Field(
+        "openai", description="the API spoken: OpenAI (or any compatible server), Anthropic, Gemini or Ollama"
     )
+    base_url: str = Field("", description="the provider's base URL, as its official SDK takes it")
+    api_key: SecretStr | None = Field(None, description="sent in the provider's own auth header; never printed")
+    model: str = Field("", description="openai: gpt-5* (not gpt-5-chat*) use the Responses API, others Chat")
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] = Field(
         "low", description="reasoning models only (gpt-5*, o-series)"
     )
     verbosity: Literal["low", "medium", "high"] = Field("medium", description="gpt-5* only")
     timeout: float = Field(60.0, gt=0, le=600, description="seconds per attempt, the whole request")
     max_concurrency: int = Field(8, ge=1, le=256, description="requests in flight per client, and connections")
-    temperature: float = Field(0.0, ge=0, le=2, description="models that take it (not gpt-5*, not o-series)")
+    temperature: float = Field(0.0, ge=0, le=2, description="models that take it (not gpt-5*, o-series, Claude)")
     seed: int | None = Field(None, description="models that take it (not gpt-5*, not o-series)")
     chat_max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = Field(
         "max_completion_tokens", description="the Chat Completions field that limits the output"
     )
 
-    @property
-    def display_url(self) -> str:
-        """The base URL to show people: a password (or a lone user name, often a token) masked."""
-        parts = urlsplit(self.base_url)
-        if "@" not in parts.netloc:
-            return self.base_url
-        userinfo, host = parts.netloc.rsplit("@", 1)
-        user, colon, _ = userinfo.partition(":")
-        return urlunsplit(parts._replace(netloc=f"{user + ':***' if colon else '***'}@{host}"))
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_userinfo(cls, value: str) -> str:
+        """httpx would turn `user:password@` into Basic auth and print it in its request log line."""
+        if value and "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "must not hold a user name or password (user:password@host); put the key in LLM_API_KEY"
+            )
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_defaults(self):
+        self.base_url = self.base_url or PROVIDER_BASE_URLS[self.provider]
+        self.model = self.model or PROVIDER_MODELS[self.provider]
+        return self
 
 
 class LogSettings(BaseSettings):

@@ -1,35 +1,49 @@
 """The LLM base client: async calls through one retry policy, under a real deadline, a bounded number at a time.
 
 Processing runs on asyncio, so `complete` is async and never blocks the loop; `complete_sync`
-serves code without a loop (the CLI). A provider subclass makes one request in `_send`;
-everything around it lives here, so every provider gets the same guarantees:
+serves code without a loop (the CLI), and `generate` is TG_parser 3.0.0's port, so its processing
+code runs on these clients unchanged. A provider subclass makes one request in `_send` (through
+`_post`) and reads its provider's errors in `_http_error`; everything around it lives here, so
+every provider gets the same guarantees:
 - at most LLM_MAX_CONCURRENCY requests in flight per client (a slot is held per attempt, not
   during the sleeps between them, so one rate-limited call never holds up the others);
 - each attempt is bounded as a whole by `min(LLM_TIMEOUT, time left)`: a server that stalls or
   trickles its body cannot stretch it, and no attempt starts once RETRY_TOTAL_TIMEOUT is used up.
   That budget covers attempts and sleeps; time spent waiting for a slot is neither, so a retry
   queued behind a large batch is not failed for the batch's sake;
-- every attempt is recorded (tg_parser.llm.records.Attempt) and each retry logged at WARNING.
+- every attempt is recorded (tg_parser.llm.records.Attempt) and each retry logged at WARNING;
+- what a server echoes back is redacted (tg_parser.llm.redact) before any message holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random as random_module
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import TypeVar
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
-from tg_parser.core.settings import LLMSettings, RetrySettings, load_retry_settings
-from tg_parser.llm.errors import LLMIncomplete, LLMRequestFailed, LLMTimeout, LLMValidationFailed
-from tg_parser.llm.records import Attempt, LLMReply, Usage
 from tg_parser.core.events import emit
-from tg_parser.llm.retry import decide
+from tg_parser.core.settings import LLMSettings, RetrySettings, load_retry_settings
+from tg_parser.llm.errors import (
+    LLMConnectionError,
+    LLMHTTPError,
+    LLMIncomplete,
+    LLMMalformedReply,
+    LLMRequestFailed,
+    LLMTimeout,
+    LLMValidationFailed,
+)
+from tg_parser.llm.records import Attempt, LLMReply, Usage
+from tg_parser.llm.redact import excerpt
+from tg_parser.llm.retry import decide, parse_retry_after
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
@@ -41,6 +55,10 @@ class LLMRequest:
     instructions: str
     max_output_tokens: int | None
     output_type: type[BaseModel] | None
+    temperature: float | None = None
+    """This call's temperature; None means LLM_TEMPERATURE."""
+    json_mode: bool = False
+    """Any JSON object, without a schema (3.0.0's `response_format={"type": "json_object"}`)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,9 @@ class ProviderReply:
 class BaseLLMClient(ABC):
     """Subclasses make one request in `_send` and raise an `LLMRequestFailed` subclass when it fails."""
 
+    api_name: str
+    """The API requests go to, as `tg-parser llm ping` names it."""
+
     def __init__(
         self,
         llm: LLMSettings,
@@ -69,19 +90,40 @@ class BaseLLMClient(ABC):
         self.retry = retry if retry is not None else load_retry_settings()
         self._sleep, self._clock, self._random = sleep, clock, random
         self._slots: asyncio.Semaphore | None = None
+        self._http: httpx.AsyncClient | None = None
 
     @property
     @abstractmethod
-    def api(self) -> Literal["responses", "chat"]:
-        """The provider API requests go to, for the attempt records."""
+    def api(self) -> str:
+        """The provider API requests go to, for the attempt records (`chat`, `messages`, ...)."""
 
     @abstractmethod
     async def _send(self, request: LLMRequest) -> ProviderReply:
         """Make one request and classify its reply."""
 
+    def _headers(self) -> dict[str, str]:
+        """The provider's own headers: its auth (never the key in the URL, where logs would show it)."""
+        return {}
+
+    def _http_error(self, response: httpx.Response, secrets: tuple[str, ...]) -> LLMHTTPError:
+        """An error status, read by the provider's rules; here `{"error": {"message": ...}}` or
+        `{"error": "..."}`, with `retry-after` and `x-should-retry`."""
+        return http_error(response, str(error_member(response).get("message") or ""), secrets)
+
+    @property
+    def model(self) -> str:
+        """The model asked for (3.0.0's clients had this attribute; its pipeline records it)."""
+        return self.llm.model
+
     async def aclose(self) -> None:
         """Release what the client holds; it can be used again afterwards, on any event loop."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         self._slots = None
+
+    close = aclose
+    """3.0.0's name for `aclose`."""
 
     async def __aenter__(self):
         return self
@@ -96,19 +138,25 @@ class BaseLLMClient(ABC):
         instructions: str = "",
         max_output_tokens: int | None = None,
         output_type: type[T] | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
         retry: Mapping[str, float] | None = None,
         retry_incomplete: bool = False,
     ) -> LLMReply[T]:
         """One completion; raises an `LLMRequestFailed` subclass carrying every attempt.
 
         `output_type` asks for JSON matching that pydantic model and returns it validated in
-        `reply.parsed`. `retry` overrides some RetrySettings fields for this call only (validated).
-        `retry_incomplete` retries a reply cut short too (each try is billed).
+        `reply.parsed`; `json_mode` asks for any JSON object. `temperature` overrides LLM_TEMPERATURE
+        for this call (models that take none ignore it). `retry` overrides some RetrySettings fields
+        for this call only (validated). `retry_incomplete` retries a reply cut short too (each try
+        is billed).
         """
         if max_output_tokens is not None and max_output_tokens < 1:
             raise ValueError(f"max_output_tokens must be a positive integer or None (got {max_output_tokens!r})")
+        if temperature is not None and not 0 <= temperature <= 2:
+            raise ValueError(f"temperature must be a number from 0 to 2 or None (got {temperature!r})")
         settings = self._retry_for(retry)
-        request = LLMRequest(prompt, instructions, max_output_tokens, output_type)
+        request = LLMRequest(prompt, instructions, max_output_tokens, output_type, temperature, json_mode)
         attempts: list[Attempt] = []
         started = self._clock()
         spent = 0.0  # in attempts and sleeps, what RETRY_TOTAL_TIMEOUT bounds; waiting for a slot is neither
@@ -168,6 +216,70 @@ class BaseLLMClient(ABC):
 
         return asyncio.run(call())
 
+    async def generate(
+        self,
+        prompt: str,
+        system_prompt: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        response_format: dict | type[BaseModel] | None = None,
+    ) -> str:
+        """TG_parser 3.0.0's `LLMClient.generate`: the reply's text, or an `LLMRequestFailed` subclass.
+
+        `response_format` is 3.0.0's `{"type": "json_object"}` (any JSON object), `{"type": "text"}`,
+        or a pydantic model (JSON matching it, validated).
+        """
+        output_type = None
+        if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+            output_type = response_format
+        elif response_format is not None and response_format not in ({"type": "json_object"}, {"type": "text"}):
+            raise ValueError(
+                f"response_format must be {{'type': 'json_object'}}, {{'type': 'text'}}, a pydantic model or None"
+                f" (got {response_format!r})"
+            )
+        json_mode = response_format == {"type": "json_object"}
+        reply = await self.complete(
+            prompt, instructions=system_prompt or "", max_output_tokens=max_tokens, output_type=output_type,
+            temperature=temperature, json_mode=json_mode,
+        )
+        return reply.text
+
+    @staticmethod
+    def compute_prompt_id(system_prompt: str | None, user_prompt_template: str) -> str:
+        """3.0.0's prompt id, computed the same way, so documents processed before and after match."""
+        combined = f"{system_prompt or ''}\n---\n{user_prompt_template}"
+        return f"sha256:{hashlib.sha256(combined.encode('utf-8')).hexdigest()[:16]}"
+
+    async def _post(self, path: str, body: dict, request: LLMRequest) -> tuple[int, object]:
+        """One POST of a JSON body; an error status or a body that is not JSON raise, redacted."""
+        try:
+            response = await self._client().post(path, json=body)
+        except httpx.RequestError as error:  # refused, reset (also mid-body), protocol errors
+            raise LLMConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
+        if not response.is_success:
+            raise self._http_error(response, self._secrets(request))
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise LLMMalformedReply("the body is not JSON", status=response.status_code) from None
+
+    def _secrets(self, request: LLMRequest) -> tuple[str, ...]:
+        key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
+        return key, request.prompt, request.instructions
+
+    def _client(self) -> httpx.AsyncClient:
+        """Made on first use, so it belongs to the event loop that uses it; closed by `aclose`."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.llm.base_url.rstrip("/") + "/",
+                headers=self._headers(),
+                timeout=None,  # the base client bounds each whole request; httpx would bound each read
+                limits=httpx.Limits(
+                    max_connections=self.llm.max_concurrency, max_keepalive_connections=self.llm.max_concurrency
+                ),
+            )
+        return self._http
+
     async def _attempt(self, request: LLMRequest, timeout: float) -> tuple[ProviderReply, BaseModel | None]:
         try:
             async with asyncio.timeout(timeout):
@@ -225,3 +337,37 @@ def _log_call(attempts: list[Attempt], outcome: str, seconds: float) -> None:
         input_tokens=sum(u.input_tokens for u in used) if used else None,
         output_tokens=sum(u.output_tokens for u in used) if used else None,
     )
+
+
+def http_error(
+    response: httpx.Response,
+    message: str,
+    secrets: tuple[str, ...],
+    *,
+    retry_after: float | None = None,
+    quota_exhausted: bool = False,
+) -> LLMHTTPError:
+    """An `LLMHTTPError` with the server's message redacted and cut short, and its retry hints."""
+    verdict = response.headers.get("x-should-retry", "").lower()
+    return LLMHTTPError(
+        excerpt(message or response.reason_phrase or "error", secrets),
+        status=response.status_code,
+        retry_after=retry_after if retry_after is not None else parse_retry_after(response.headers),
+        should_retry={"true": True, "false": False}.get(verdict),
+        quota_exhausted=quota_exhausted,
+    )
+
+
+def error_member(response: httpx.Response) -> dict:
+    """The `error` member of an error body (an object, or a string as Ollama sends), bare or wrapped in a
+    list as Google's servers send it; {} when there is none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error
+    return {"message": str(error)} if error else {}

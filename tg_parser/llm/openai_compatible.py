@@ -20,10 +20,17 @@ import httpx
 from pydantic import BaseModel
 
 from tg_parser.core.settings import LLMSettings, RetrySettings
-from tg_parser.llm.base_client import BaseLLMClient, LLMRequest, ProviderReply
-from tg_parser.llm.errors import LLMConnectionError, LLMHTTPError, LLMMalformedReply
+from tg_parser.llm.base_client import (
+    BaseLLMClient,
+    LLMRequest,
+    ProviderReply,
+    error_member,
+    http_error,
+)
+from tg_parser.llm.errors import LLMHTTPError
+from tg_parser.llm.gemini import read_google_error
 from tg_parser.llm.replies import read_chat, read_responses
-from tg_parser.llm.retry import parse_retry_after
+from tg_parser.llm.schemas import strict_schema
 
 QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"})
 Family = Literal["gpt-5", "o-series", "other"]
@@ -43,29 +50,28 @@ class OpenAICompatibleClient(BaseLLMClient):
     def __init__(self, llm: LLMSettings, retry: RetrySettings | None = None, **injected):
         super().__init__(llm, retry, **injected)
         self.family = model_family(llm.model)
-        self._http: httpx.AsyncClient | None = None
 
     @property
-    def api(self) -> Literal["responses", "chat"]:
+    def api(self) -> str:
         return "responses" if self.family == "gpt-5" else "chat"
 
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        await super().aclose()
+    @property
+    def api_name(self) -> str:
+        return "OpenAI Responses API" if self.api == "responses" else "OpenAI Chat Completions API"
 
     async def _send(self, request: LLMRequest) -> ProviderReply:
         if self.api == "responses":
-            status, data = await self._post("responses", self._responses_body(request))
+            status, data = await self._post("responses", self._responses_body(request), request)
             return read_responses(data, status, self.llm.model)
-        status, data = await self._post("chat/completions", self._chat_body(request))
+        status, data = await self._post("chat/completions", self._chat_body(request), request)
         return read_chat(data, status, self.llm.model)
 
     def _responses_body(self, request: LLMRequest) -> dict:
         text: dict = {"verbosity": self.llm.verbosity}
         if request.output_type is not None:
             text["format"] = {"type": "json_schema", **_json_schema(request.output_type)}
+        elif request.json_mode:
+            text["format"] = {"type": "json_object"}
         body = {
             "model": self.llm.model,
             "input": request.prompt,
@@ -84,66 +90,33 @@ class OpenAICompatibleClient(BaseLLMClient):
         if self.family == "o-series":
             body["reasoning_effort"] = self.llm.reasoning_effort
         else:
-            body["temperature"] = self.llm.temperature
+            body["temperature"] = self.llm.temperature if request.temperature is None else request.temperature
             if self.llm.seed is not None:
                 body["seed"] = self.llm.seed
         if request.max_output_tokens is not None:
             body[self.llm.chat_max_tokens_param] = request.max_output_tokens
         if request.output_type is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": _json_schema(request.output_type)}
+        elif request.json_mode:
+            body["response_format"] = {"type": "json_object"}
         return body
 
-    async def _post(self, path: str, body: dict) -> tuple[int, object]:
-        try:
-            response = await self._client().post(path, json=body)
-        except httpx.RequestError as error:  # refused, reset (also mid-body), protocol errors
-            raise LLMConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
-        if not response.is_success:
-            raise _http_error(response)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            raise LLMMalformedReply("the body is not JSON", status=response.status_code) from None
+    def _headers(self) -> dict[str, str]:
+        key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
+        return {"Accept": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
-    def _client(self) -> httpx.AsyncClient:
-        """Made on first use, so it belongs to the event loop that uses it; closed by `aclose`."""
-        if self._http is None:
-            key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
-            self._http = httpx.AsyncClient(
-                base_url=self.llm.base_url.rstrip("/") + "/",
-                headers={"Authorization": f"Bearer {key}"} if key else {},
-                timeout=None,  # the base client bounds each whole request; httpx would bound each read
-                limits=httpx.Limits(
-                    max_connections=self.llm.max_concurrency, max_keepalive_connections=self.llm.max_concurrency
-                ),
-            )
-        return self._http
+    def _http_error(self, response: httpx.Response, secrets: tuple[str, ...]) -> LLMHTTPError:
+        """OpenAI's `{"error": {...}}`; also the list-wrapped, detailed errors of Gemini's compatible endpoint."""
+        error = error_member(response)
+        code = str(error.get("code") or error.get("type") or "")
+        google = read_google_error(error)
+        return http_error(
+            response, str(error.get("message") or ""), secrets, retry_after=google.retry_delay,
+            quota_exhausted=response.status_code == 429 and (code in QUOTA_CODES or google.per_day_quota),
+        )
 
 
 def _json_schema(output_type: type[BaseModel]) -> dict:
-    """OpenAI's strict structured output: the model must forbid extra fields and require every field."""
+    """OpenAI's strict structured output, converted as openai-python converts it (tg_parser.llm.schemas)."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", output_type.__name__)[:64]
-    return {"name": name, "schema": output_type.model_json_schema(), "strict": True}
-
-
-def _http_error(response: httpx.Response) -> LLMHTTPError:
-    error = _error_body(response)
-    code = str(error.get("code") or error.get("type") or "")
-    verdict = response.headers.get("x-should-retry", "").lower()
-    return LLMHTTPError(
-        str(error.get("message") or response.reason_phrase or "error"),
-        status=response.status_code,
-        retry_after=parse_retry_after(response.headers),
-        should_retry={"true": True, "false": False}.get(verdict),
-        quota_exhausted=response.status_code == 429 and code in QUOTA_CODES,
-    )
-
-
-def _error_body(response: httpx.Response) -> dict:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return {}
-    if error is None:
-        return {}
-    return error if isinstance(error, dict) else {"message": str(error)}
+    return {"name": name, "schema": strict_schema(output_type), "strict": True}

@@ -24,7 +24,8 @@ class Attempt:
     """One HTTP request of a call: everything one log line per attempt needs, and nothing private."""
 
     number: int
-    api: Literal["responses", "chat"]
+    api: str
+    """`responses` or `chat` (OpenAI), `messages` (Anthropic), `generate_content` (Gemini), `ollama_chat`."""
     model: str
     """The model asked for."""
     status: int | None

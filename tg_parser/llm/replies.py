@@ -14,7 +14,7 @@ from tg_parser.llm.records import Usage
 
 def read_responses(data: object, status: int, asked_model: str) -> ProviderReply:
     """A Responses API body: `status`, `incomplete_details`, and the `output_text`/`refusal` parts of `output`."""
-    body = _object(data, status)
+    body = body_object(data, status)
     usage = _usage(body.get("usage"), "input_tokens", "output_tokens")
     output = body.get("output")
     if not isinstance(output, list) or not all(isinstance(item, dict) for item in output):
@@ -44,12 +44,12 @@ def read_responses(data: object, status: int, asked_model: str) -> ProviderReply
         raise LLMMalformedReply(f"`status` is {state!r}", status=status, usage=usage)
     if not texts:
         raise LLMMalformedReply("no `output_text` in `output`", status=status, usage=usage)
-    return ProviderReply("".join(texts), _model(body, asked_model), usage, status)
+    return ProviderReply("".join(texts), reported_model(body, asked_model), usage, status)
 
 
 def read_chat(data: object, status: int, asked_model: str) -> ProviderReply:
     """A Chat Completions body: the first choice's `finish_reason`, `message.content` and `message.refusal`."""
-    body = _object(data, status)
+    body = body_object(data, status)
     usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -58,29 +58,47 @@ def read_chat(data: object, status: int, asked_model: str) -> ProviderReply:
     if not isinstance(message, dict):
         raise LLMMalformedReply("`choices[0].message` is not an object", status=status, usage=usage)
     content, refusal = message.get("content"), message.get("refusal")
+    if isinstance(content, list):  # content parts, as some servers (and the SDK) allow
+        content, refusal = _chat_parts(content, refusal, status, usage)
     if refusal:
         raise LLMRefused(str(refusal), usage=usage, status=status)
     if content is not None and not isinstance(content, str):
-        raise LLMMalformedReply("`choices[0].message.content` is not a string", status=status, usage=usage)
+        raise LLMMalformedReply("`choices[0].message.content` is not a string or a list of parts", status=status,
+                                usage=usage)
     finish = choices[0].get("finish_reason")
     if finish in ("length", "content_filter"):
         reason = "max_output_tokens" if finish == "length" else finish  # the Responses API's names
         raise LLMIncomplete(reason, content or "", usage=usage, status=status)
     if content is None:
         raise LLMMalformedReply("`choices[0].message.content` is null", status=status, usage=usage)
-    return ProviderReply(content, _model(body, asked_model), usage, status)
+    return ProviderReply(content, reported_model(body, asked_model), usage, status)
+
+
+def _chat_parts(parts: list, refusal: object, status: int, usage: Usage | None) -> tuple[str, object]:
+    """The text of `text` parts, joined; a `refusal` part is the refusal."""
+    if not all(isinstance(part, dict) for part in parts):
+        raise LLMMalformedReply("`choices[0].message.content` has a part that is not an object", status=status,
+                                usage=usage)
+    texts = [part.get("text") for part in parts if part.get("type") in ("text", "output_text")]
+    if not all(isinstance(text, str) for text in texts):
+        raise LLMMalformedReply("a `text` part of `choices[0].message.content` has no text", status=status,
+                                usage=usage)
+    refusals = [str(part.get("refusal") or "") for part in parts if part.get("type") == "refusal"]
+    if not texts and not refusals and not refusal:
+        raise LLMMalformedReply("`choices[0].message.content` has no `text` part", status=status, usage=usage)
+    return "".join(texts), refusal or "".join(refusals)
 
 
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
-def _object(data: object, status: int) -> dict:
+def body_object(data: object, status: int) -> dict:
     if not isinstance(data, dict):
         raise LLMMalformedReply(f"the body is {JSON_TYPES.get(type(data), 'null')}, not an object", status=status)
     return data
 
 
-def _model(body: dict, asked_model: str) -> str:
+def reported_model(body: dict, asked_model: str) -> str:
     model = body.get("model")
     return model if isinstance(model, str) and model else asked_model
 
