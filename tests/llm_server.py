@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 that speaks the OpenAI API shapes and misbehaves on request.
+"""A real HTTP server on 127.0.0.1 that speaks each provider's API shapes and misbehaves on request.
 
 It plays a script (a list of replies, in order) or asks a function for each reply, and counts
 what it saw: every request, the most requests in flight at once, the connections used.
@@ -43,6 +43,12 @@ def error(status: int, message: str = "error", code: str | None = None, **header
 
 
 def success(path: str, text: str, model: str, usage: tuple[int, int, int] = (11, 7, 3)) -> dict:
+    if path.endswith("/v1/messages"):
+        return anthropic_body([{"type": "text", "text": text}], model=model, usage=usage)
+    if path.endswith(":generateContent"):
+        return gemini_body([{"text": text}], model=model, usage=usage)
+    if path.endswith("/api/chat"):
+        return ollama_body(text, model=model, usage=usage)
     if path.endswith("/responses"):
         return responses_body([reasoning(), message(output_text(text))], model=model, usage=usage)
     return chat_body(text, model=model, usage=usage)
@@ -81,6 +87,62 @@ def chat_body(content, *, finish_reason="stop", refusal=None, model="llama3", us
         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1],
                   "completion_tokens_details": {"reasoning_tokens": usage[2]}},
     }
+
+
+def anthropic_body(content: list, *, stop_reason="end_turn", model="claude-haiku-4-5", usage=(11, 7, 0)) -> dict:
+    return {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
+        "stop_reason": stop_reason, "stop_sequence": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+    }
+
+
+def anthropic_error(status: int, kind: str, message: str = "error", **headers) -> Reply:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_1"}
+    return Reply(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+
+
+def gemini_body(parts: list | None, *, finish_reason="STOP", model="gemini-2.5-flash", usage=(11, 7, 3),
+                prompt_feedback=None) -> dict:
+    body: dict = {
+        "usageMetadata": {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1] - usage[2],
+                          "thoughtsTokenCount": usage[2], "totalTokenCount": usage[0] + usage[1]},
+        "modelVersion": model, "responseId": "r1",
+    }
+    if parts is not None:
+        body["candidates"] = [{"content": {"parts": parts, "role": "model"}, "finishReason": finish_reason,
+                               "index": 0}]
+    if prompt_feedback:
+        body["promptFeedback"] = prompt_feedback
+    return body
+
+
+def gemini_error(status: int, message: str = "error", state: str = "INTERNAL", details: list | None = None,
+                 wrapped: bool = False) -> Reply:
+    error = {"error": {"code": status, "message": message, "status": state, **({"details": details} if details else {})}}
+    return Reply(status, {}, [error] if wrapped else error)
+
+
+def retry_info(delay: str) -> dict:
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+
+
+def quota_failure(quota_id: str) -> dict:
+    return {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+        {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+         "quotaId": quota_id, "quotaValue": "250"}]}
+
+
+def ollama_body(content, *, done_reason="stop", model="llama3.2", usage=(11, 7, 0), done=True) -> dict:
+    return {
+        "model": model, "created_at": "2026-12-01T00:00:00Z", "message": {"role": "assistant", "content": content},
+        "done": done, "done_reason": done_reason, "total_duration": 1000, "prompt_eval_count": usage[0],
+        "eval_count": usage[1],
+    }
+
+
+def ollama_error(status: int, message: str = "error", **headers) -> Reply:
+    return Reply(status, {k.replace("_", "-"): v for k, v in headers.items()}, {"error": message})
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -160,7 +222,13 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+        """The OpenAI-style base URL."""
+        return f"{self.root}/v1"
+
+    @property
+    def root(self) -> str:
+        """The base URL as the Anthropic, Gemini and Ollama SDKs take it."""
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
 
     def __enter__(self) -> ScriptedServer:
         self._thread.start()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from pydantic import ValidationError
 
 from tests.conftest import run_cli
 from tests.llm_server import (
@@ -332,13 +335,24 @@ def test_llm_ping_prints_reply_model_attempts_tokens_and_time(monkeypatch):
     assert "sk-never-printed" not in result.output
 
 
-def test_llm_ping_masks_a_password_in_the_base_url(monkeypatch):
+def test_userinfo_in_the_base_url_is_refused_and_the_password_shown_nowhere(monkeypatch, caplog):
+    """httpx would send Basic auth instead of the key, and log the password in its INFO request line."""
     with ScriptedServer([ok("pong")]) as server:
         ping_env(monkeypatch, server, server.url.replace("http://", "http://proxy-user:s3cret-pass@"))
-        result = run_cli("llm", "ping")
-    assert result.exit_code == 0, result.output
-    assert "s3cret-pass" not in result.output
-    assert server.url.replace("http://", "http://proxy-user:***@") in result.stdout
+        with caplog.at_level(logging.DEBUG):  # a host program logging everything
+            result = run_cli("llm", "ping")
+            with pytest.raises(SettingsError) as refused:
+                load_llm_settings()
+            with pytest.raises(ValidationError) as invalid:
+                LLMSettings(base_url="http://proxy-user:s3cret-pass@127.0.0.1:1")
+    assert result.exit_code == 2 and server.requests == []
+    assert result.output.strip() == (
+        "error: invalid setting: LLM_BASE_URL: must not hold a user name or password (user:password@host);"
+        " put the key in LLM_API_KEY"
+    )
+    assert "LLM_BASE_URL" in str(refused.value)
+    for text in (result.output, str(refused.value), str(invalid.value), caplog.text):
+        assert "s3cret-pass" not in text
 
 
 def test_llm_ping_explains_a_401(monkeypatch):
@@ -346,7 +360,9 @@ def test_llm_ping_explains_a_401(monkeypatch):
         ping_env(monkeypatch, server)
         result = run_cli("llm", "ping")
     assert result.exit_code == 1
-    assert result.output.strip() == "error: authentication failed (401): check LLM_API_KEY"
+    assert result.output.strip() == (
+        f"error: authentication failed (401): check LLM_API_KEY (OpenAI Responses API at {server.url})"
+    )
     assert len(server.requests) == 1
 
 
@@ -357,6 +373,7 @@ def test_llm_ping_says_rate_limited_only_for_a_429(monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip() == (
         "error: rate limited: the server asked to wait 3600 s, more than RETRY_SERVER_WAIT_MAX (120 s)"
+        f" (OpenAI Responses API at {server.url})"
     )
     with ScriptedServer([error(503, "maintenance", retry_after="3600")]) as server:
         ping_env(monkeypatch, server)
@@ -364,6 +381,7 @@ def test_llm_ping_says_rate_limited_only_for_a_429(monkeypatch):
     assert result.exit_code == 1 and "rate limited" not in result.output
     assert result.output.strip() == (
         "error: server unavailable (HTTP 503): the server asked to wait 3600 s, more than RETRY_SERVER_WAIT_MAX (120 s)"
+        f" (OpenAI Responses API at {server.url})"
     )
 
 
@@ -374,7 +392,7 @@ def test_llm_ping_reports_a_malformed_reply_in_one_line(monkeypatch):
     assert result.exit_code == 1 and len(server.requests) == 1
     assert result.output.strip() == (
         "error: request failed after 1 attempt(s): malformed reply (HTTP 200): `output` is not a list of items;"
-        " not retryable"
+        f" not retryable (OpenAI Responses API at {server.url})"
     )
 
 
