@@ -164,7 +164,7 @@ class ScriptedServer:
             protocol_version = "HTTP/1.1"  # keep-alive, as real APIs do
             disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
-            def do_POST(self):  # noqa: N802 - the http.server API
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 request = {
                     "path": self.path, "body": json.loads(self.rfile.read(length) or b"{}"),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +21,6 @@ from tests.llm_server import (
     ScriptedServer,
     anthropic_body,
     anthropic_error,
-    chat_body,
     error,
     gemini_body,
     gemini_error,
@@ -269,10 +268,8 @@ def test_the_whole_request_deadline_holds_across_attempts(protocol):
     """Each attempt stalls past LLM_TIMEOUT; RETRY_TOTAL_TIMEOUT (1 s) ends the call on the real clock."""
     stalled = Reply(delay=0.6, body=ok().body)
     started = time.monotonic()
-    with ScriptedServer(lambda request: stalled) as server:
-        with pytest.raises(LLMTimeout):
-            client_for(protocol, server, timeout=0.4, total_timeout=1, max_attempts=10,
-                       backoff_base=0.1).complete_sync("x")
+    with ScriptedServer(lambda request: stalled) as server, pytest.raises(LLMTimeout):
+        client_for(protocol, server, timeout=0.4, total_timeout=1, max_attempts=10, backoff_base=0.1).complete_sync("x")
     elapsed = time.monotonic() - started
     assert 0.8 <= elapsed < 1.3, elapsed  # two 0.4 s attempts and a 0.1 s backoff; no third fits
     assert len(server.requests) == 2
