@@ -1,12 +1,19 @@
-"""Benchmark of the async LLM client: a batch of prompts against a local server answering in 50 ms.
+"""Benchmark of the async LLM clients, per provider protocol, against each provider's official async SDK.
 
     python bench/bench_llm.py [--prompts 1000] [--concurrency 16] [--latency 0.05] [--rate-limited 0.05]
+                              [--repeat 5] [--providers openai,anthropic,gemini,ollama]
 
-The server runs in another process (its CPU is not the client's) and answers every request after
-`--latency` seconds, a share `--rate-limited` of them with a 429 carrying `retry-after-ms` equal
-to the latency. Prints the wall time against the ideal (prompts x latency / concurrency; target
-<= 1.3 at concurrency 16), the HTTP requests made, the most the server saw in flight, and the
-client process's CPU time per prompt.
+For each provider, a local server in another process (its CPU is not the client's) speaks that
+provider's protocol and answers every request after `--latency` seconds; a seeded share
+`--rate-limited` of them is refused with the provider's own delay hint, equal to the latency:
+- openai: 429 with `retry-after-ms`; anthropic: 429 with `retry-after-ms` (which its SDK honours);
+- gemini: 429 `RESOURCE_EXHAUSTED` with `RetryInfo.retryDelay` in the body;
+- ollama: 503 "server busy", which carries no hint: both sides back off from 0.1 s.
+Then the same batch runs through our client (LLM_MAX_CONCURRENCY = concurrency) and through the
+provider's official async SDK under an asyncio.Semaphore(concurrency), with its own retries
+(google-genai's retry options start at the latency; ollama's package has none, so a loop around
+it retries a 503 the way ours does). Prints, per provider and side, the median wall time against
+the ideal (prompts x latency / concurrency; target <= 1.3 for ours) and the client CPU per prompt.
 """
 
 from __future__ import annotations
@@ -22,31 +29,52 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tg_parser.core.settings import LLMSettings, RetrySettings  # noqa: E402
-from tg_parser.llm.openai_compatible import OpenAICompatibleClient  # noqa: E402
+from tg_parser.core.settings import PROVIDER_MODELS, LLMSettings, RetrySettings  # noqa: E402
+from tg_parser.llm.providers import make_client  # noqa: E402
+
+PROVIDERS = ("openai", "anthropic", "gemini", "ollama")
 
 
-def http_response(status: str, body: dict, *headers: str) -> bytes:
+def http_response(status: str, body: object, *headers: str) -> bytes:
     data = json.dumps(body).encode()
     head = [f"HTTP/1.1 {status}", "Content-Type: application/json", f"Content-Length: {len(data)}", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 
-def serve(latency: float, rate_limited: float, urls, stop) -> None:
-    """The server process: a lean asyncio HTTP/1.1 server, so that it is never the bottleneck.
+def answers(provider: str, latency: float) -> tuple[bytes, bytes]:
+    """(the success, the refusal with the provider's delay hint) as raw HTTP responses."""
+    ms = int(latency * 1000)
+    if provider == "anthropic":
+        return (http_response("200 OK", {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "ok"}], "usage": {"input_tokens": 5, "output_tokens": 1}}),
+            http_response("429 Too Many Requests", {"type": "error", "error": {
+                "type": "rate_limit_error", "message": "slow down"}}, f"retry-after-ms: {ms}"))
+    if provider == "gemini":
+        return (http_response("200 OK", {
+            "candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1}, "modelVersion": "gemini"}),
+            http_response("429 Too Many Requests", {"error": {
+                "code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED", "details": [
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{latency:g}s"}]}}))
+    if provider == "ollama":
+        return (http_response("200 OK", {
+            "model": "llama3.2", "created_at": "2026-12-01T00:00:00Z", "message": {"role": "assistant", "content": "ok"},
+            "done": True, "done_reason": "stop", "prompt_eval_count": 5, "eval_count": 1}),
+            http_response("503 Service Unavailable", {"error": "server busy, please try again."}))
+    return (http_response("200 OK", {"model": "llama3", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]}),
+        http_response("429 Too Many Requests", {"error": {"message": "slow down", "code": None}},
+                      f"retry-after-ms: {ms}"))
 
-    Answers every request after `latency`; a seeded share of them with a 429 whose `retry-after-ms`
-    equals the latency.
-    """
+
+def serve(provider: str, latency: float, rate_limited: float, urls, stop) -> None:
+    """The server process: a lean asyncio HTTP/1.1 server, so that it is never the bottleneck."""
     chance = random.Random(42)
-    answer = http_response("200 OK", {"model": "llama3", "choices": [
-        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]})
-    slow_down = http_response("429 Too Many Requests", {"error": {"message": "slow down", "code": None}},
-                              f"retry-after-ms: {int(latency * 1000)}")
-    seen = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0}
+    answer, slow_down = answers(provider, latency)
+    seen = {"requests": 0}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen["connections"] += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -54,47 +82,96 @@ def serve(latency: float, rate_limited: float, urls, stop) -> None:
                               if line.lower().startswith(b"content-length:"))
                 await reader.readexactly(length)
                 seen["requests"] += 1
-                seen["in_flight"] += 1
-                seen["max_in_flight"] = max(seen["max_in_flight"], seen["in_flight"])
                 await asyncio.sleep(latency)
-                seen["in_flight"] -= 1
                 writer.write(slow_down if chance.random() < rate_limited else answer)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()  # the client closed, or the batch is over
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        urls.put(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        urls.put(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        urls.put((seen["requests"], seen["max_in_flight"], seen["connections"]))
+        urls.put(seen["requests"])
 
     asyncio.run(main())
 
 
-async def batch(client: OpenAICompatibleClient, prompts: int) -> list:
-    async with client:
-        return await asyncio.gather(*(client.complete(f"prompt {i}") for i in range(prompts)))
+async def ours(provider: str, root: str, prompts: int, concurrency: int) -> None:
+    base = f"{root}/v1" if provider == "openai" else root
+    model = "llama3" if provider == "openai" else PROVIDER_MODELS[provider]  # openai: a Chat Completions model
+    llm = LLMSettings(provider=provider, base_url=base, model=model, api_key="sk-bench", timeout=30,
+                      max_concurrency=concurrency)
+    async with make_client(llm, RetrySettings(max_attempts=10, total_timeout=600, backoff_base=0.1)) as client:
+        await asyncio.gather(*(client.complete(f"prompt {i}") for i in range(prompts)))
 
 
-def run_once(args) -> dict:
+async def sdk(provider: str, root: str, prompts: int, concurrency: int) -> None:
+    """The official async SDK with its own retries, `concurrency` calls at a time."""
+    slots = asyncio.Semaphore(concurrency)
+    if provider == "openai":
+        import openai
+
+        client = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{root}/v1", max_retries=10)
+
+        async def one(i: int) -> None:
+            await client.chat.completions.create(model="llama3", messages=[{"role": "user", "content": f"prompt {i}"}])
+    elif provider == "anthropic":
+        import anthropic
+
+        client = anthropic.AsyncAnthropic(api_key="sk-bench", base_url=root, max_retries=10)
+
+        async def one(i: int) -> None:
+            await client.messages.create(model="claude-haiku-4-5", max_tokens=64,
+                                         messages=[{"role": "user", "content": f"prompt {i}"}])
+    elif provider == "gemini":
+        from google import genai
+        from google.genai import types
+
+        retry = types.HttpRetryOptions(attempts=10, initial_delay=0.05, max_delay=5)
+        client = genai.Client(api_key="sk-bench", http_options=types.HttpOptions(base_url=root, retry_options=retry))
+
+        async def one(i: int) -> None:
+            await client.aio.models.generate_content(model="gemini-2.5-flash", contents=f"prompt {i}")
+    else:
+        import ollama
+
+        client = ollama.AsyncClient(host=root)
+
+        async def one(i: int) -> None:
+            for attempt in range(10):
+                try:
+                    await client.chat(model="llama3.2", messages=[{"role": "user", "content": f"prompt {i}"}])
+                    return
+                except ollama.ResponseError as error:
+                    if error.status_code != 503:
+                        raise
+                    await asyncio.sleep(min(60.0, 0.1 * 2**attempt))
+
+    async def bounded(i: int) -> None:
+        async with slots:
+            await one(i)
+
+    try:
+        await asyncio.gather(*(bounded(i) for i in range(prompts)))
+    finally:
+        await (client.aio.aclose() if provider == "gemini" else client.close())
+
+
+def run_once(side, provider: str, args) -> dict:
     """One batch against a fresh server process; the client's wall and CPU time cover the batch only."""
     context = multiprocessing.get_context("spawn")
     urls, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(args.latency, args.rate_limited, urls, stop), daemon=True)
+    server = context.Process(target=serve, args=(provider, args.latency, args.rate_limited, urls, stop), daemon=True)
     server.start()
-    llm = LLMSettings(base_url=urls.get(timeout=30), model="llama3", timeout=30, max_concurrency=args.concurrency)
-    # Default retry settings, but enough attempts that no prompt of the batch runs out of them.
-    client = OpenAICompatibleClient(llm, RetrySettings(max_attempts=10, total_timeout=600))
+    root = urls.get(timeout=30)
     cpu, wall = time.process_time(), time.perf_counter()
-    replies = asyncio.run(batch(client, args.prompts))
+    asyncio.run(side(provider, root, args.prompts, args.concurrency))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stop.set()
-    requests, in_flight, connections = urls.get(timeout=30)
+    requests = urls.get(timeout=30)
     server.join(timeout=30)
-    retried = sum(len(reply.attempts) > 1 for reply in replies)
-    return {"wall": wall, "cpu": cpu, "requests": requests, "in_flight": in_flight, "connections": connections,
-            "answered": len(replies), "retried": retried}
+    return {"wall": wall, "cpu": cpu, "requests": requests}
 
 
 def main() -> None:
@@ -104,22 +181,29 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--rate-limited", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--providers", default=",".join(PROVIDERS))
     args = parser.parse_args()
+    providers = args.providers.split(",")
+    unknown = set(providers) - set(PROVIDERS)
+    if unknown:
+        parser.error(f"unknown provider(s) {', '.join(sorted(unknown))}; allowed: {', '.join(PROVIDERS)}")
 
     ideal = args.prompts * args.latency / args.concurrency
-    runs = []
-    for _ in range(args.repeat):
-        run = run_once(args)
-        runs.append(run)
-        print(f"{run['answered']} prompts answered ({run['retried']} after a 429) with {run['requests']} requests"
-              f" (at most {run['in_flight']} in flight, {run['connections']} connections):"
-              f" {run['wall']:.3f} s, {run['wall'] / ideal:.3f} x ideal, client CPU {run['cpu']:.3f} s")
-    wall = statistics.median(run["wall"] for run in runs)
-    cpu = statistics.median(run["cpu"] for run in runs)
-    print(f"ideal                 {ideal:.3f} s ({args.prompts} x {args.latency:g} s / {args.concurrency})")
-    print(f"median wall time      {wall:.3f} s")
-    print(f"wall / ideal          {wall / ideal:.3f} (target <= 1.3)")
-    print(f"client CPU per prompt {cpu / args.prompts * 1000:.2f} ms (median; the server runs in another process)")
+    print(f"ideal {ideal:.3f} s ({args.prompts} prompts x {args.latency:g} s / {args.concurrency});"
+          f" {args.rate_limited:.0%} rate-limited; median of {args.repeat}")
+    print(f"{'provider':<10} {'side':<5} {'wall s':>7} {'x ideal':>8} {'requests':>9} {'CPU ms/prompt':>14}")
+    for provider in providers:
+        sides = {"ours": (ours, []), "SDK": (sdk, [])}
+        for _ in range(args.repeat):  # alternated, so that drift hits both alike
+            for side, runs in sides.values():
+                runs.append(run_once(side, provider, args))
+        for name, (_, runs) in sides.items():
+            wall = statistics.median(r["wall"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
+            requests = statistics.median(r["requests"] for r in runs)
+            print(f"{provider:<10} {name:<5} {wall:>7.3f} {wall / ideal:>8.3f} {requests:>9.0f}"
+                  f" {cpu / args.prompts * 1000:>14.2f}", flush=True)
+    print("target: ours <= 1.3 x ideal for every provider")
 
 
 if __name__ == "__main__":
