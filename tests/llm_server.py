@@ -151,7 +151,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    def __init__(self, script: list[Reply] | Callable[[dict], Reply]):
+    def __init__(self, script: list[Reply] | Callable[[dict], Reply], port: int = 0):
         self.script = script if callable(script) else list(script)
         self.requests: list[dict] = []
         self.max_in_flight = 0
@@ -206,7 +206,7 @@ class ScriptedServer:
             def log_message(self, *args):
                 pass
 
-        self._http = _QuietServer(("127.0.0.1", 0), Handler)
+        self._http = _QuietServer(("127.0.0.1", port), Handler)
         # A short poll, so that leaving the `with` block takes milliseconds, not half a second.
         self._thread = threading.Thread(target=self._http.serve_forever, args=(0.02,), daemon=True)
 

@@ -34,7 +34,7 @@ def commands(group: click.Group = cli, prefix: str = "tg-parser") -> list[str]:
 def test_the_settings_list_is_complete():
     variables = environment_variables()
     assert "RETRY_SERVER_WAIT_MAX" in variables and "RAW_STORAGE_DB_URL" in variables
-    assert len(variables) == 3 + 6 + 6 + 10 + 3
+    assert len(variables) == 3 + 6 + 6 + 11 + 3
 
 
 @pytest.mark.parametrize("document", [".env.example", "docs/configuration.md"])

@@ -263,6 +263,27 @@ def test_a_connection_reset_is_retried(protocol):
     assert reply.attempts[0].status is None
 
 
+def test_ollama_refusing_connections_while_it_starts_is_retried():
+    """No server on the port for the first attempt; it is up by the time the backoff is over."""
+    with ScriptedServer([]) as gone:
+        port = int(gone.root.rsplit(":", 1)[1])
+    started: list[ScriptedServer] = []
+    fake = FakeTime()
+
+    async def sleep(seconds: float) -> None:
+        await fake.sleep(seconds)
+        started.append(ScriptedServer([ok("up")], port=port).__enter__())
+
+    llm = LLMSettings(provider="ollama", base_url=f"http://127.0.0.1:{port}", model="llama3.2")
+    try:
+        reply = make_client(llm, settings(), sleep=sleep, clock=fake.clock, random=lambda: 0.0).complete_sync("x")
+    finally:
+        for server in started:
+            server.__exit__(None, None, None)
+    assert reply.text == "up" and [a.error for a in reply.attempts] == ["ConnectError", None]
+    assert fake.sleeps == [1.0]
+
+
 @each
 def test_the_whole_request_deadline_holds_across_attempts(protocol):
     """Each attempt stalls past LLM_TIMEOUT; RETRY_TOTAL_TIMEOUT (1 s) ends the call on the real clock."""
