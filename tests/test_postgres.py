@@ -387,6 +387,8 @@ def test_a_migration_never_makes_application_queries_queue_behind_it(postgres_ur
         waits = _query_waits(_psycopg_url(postgres_url), 2.0 if reader_ends else timeout + 1)
         if reader_ends:
             assert process.poll() is None, "the migration cannot have finished while the reader holds its lock"
+        else:  # held until the migration gives up by itself, however late a loaded machine started it
+            process.wait(timeout=60)
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
