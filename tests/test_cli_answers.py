@@ -208,8 +208,13 @@ def test_plan_shows_what_would_run_and_marks_a_step_that_drops_data(data_dir, pr
     down = json.loads(tg_parser_run("db", "downgrade", "ingestion_0001", "--only", "ingestion", "--plan", "--json",
                                     projects=projects).stdout)
     assert [s["revision"] for s in down["databases"][0]["steps"]] == ["ingestion_0002"]
-    assert down["databases"][0]["steps"][0]["destructive"] == [
-        "ingestion: drops column sources.note, which holds data"
+    reasons = down["databases"][0]["steps"][0]["destructive"]
+    assert "ingestion: drops column sources.note, which holds data" in reasons
+    # the batch rebuild that drops the column also loses the table's three unnamed CHECKs
+    assert sorted(r for r in reasons if "removes CHECK" in r) == [
+        f"ingestion: ingestion_0002 removes CHECK ({check}) from table sources, which holds rows"
+        for check in ("comments_unavailable IN (0, 1)", "include_comments IN (0, 1)",
+                      "status IN ('active', 'paused', 'error')")
     ]
     assert digests(data_dir) == before
 

@@ -107,7 +107,7 @@ def test_the_destructive_check_under_the_lock_uses_the_fresh_plan(legacy_copy, i
         checked(plans, options)
 
     monkeypatch.setattr(orchestrator, "_refuse_without_space", meanwhile_a_writer)
-    result = run_cli("db", "downgrade", "--only", "raw")
+    result = run_cli("db", "downgrade", "--only", "raw", "--yes")  # confirms the CHECKs the rebuild loses
     assert result.exit_code == 3, result.output
     assert "drops column raw_messages.note, which holds data" in result.output
     assert version_rows(raw, "raw") == ["raw_0002"]

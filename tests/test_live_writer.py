@@ -68,7 +68,7 @@ def test_a_writer_loses_nothing_through_an_upgrade_that_succeeds(legacy_copy, pr
 
     with live_writer(raw, tmp_path) as writer:
         started = time.monotonic()
-        result = tg_parser_run("db", "upgrade", projects=projects, env={"PAUSE_S": "1"})
+        result = tg_parser_run("db", "upgrade", "--yes", projects=projects, env={"PAUSE_S": "1"})
         writer.wait_for(len(writer.lines()) + 20)
         committed = writer.stop()
 
@@ -94,7 +94,7 @@ def test_a_writer_loses_nothing_when_the_upgrade_fails_in_processing(legacy_copy
     before = all_checksums(legacy_copy)
 
     with live_writer(raw, tmp_path) as writer:
-        result = tg_parser_run("db", "upgrade", projects=projects, env={"PAUSE_S": "1"})
+        result = tg_parser_run("db", "upgrade", "--yes", projects=projects, env={"PAUSE_S": "1"})
         writer.wait_for(len(writer.lines()) + 20)
         committed = writer.stop()
 

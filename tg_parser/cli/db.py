@@ -128,18 +128,22 @@ def _tidy(settings) -> None:
 @no_backup_option
 @repair_option
 @wal_option
+@yes_option
 @click.option("--sql", is_flag=True, help="Print each database's SQL instead of running it.")
 @plan_option
 @json_option
 @click.pass_obj
 def upgrade(
-    settings, revision: str, only, no_backup: bool, repair: bool, wal: bool, sql: bool, show_plan: bool, as_json: bool
+    settings, revision: str, only, no_backup: bool, repair: bool, wal: bool, yes: bool, sql: bool, show_plan: bool,
+    as_json: bool,
 ) -> None:
     """Upgrade to REVISION (default: head).
 
     Databases run in the order ingestion, raw, processing. Databases of earlier releases
     (1.x-3.0.0 without a version table, or stamped by TG_parser 3.1's own Alembic) are adopted
-    first. Every database runs in one transaction, committed only when all succeeded.
+    first. Every database runs in one transaction, committed only when all succeeded. A step that
+    would remove a CHECK constraint of a table holding rows (as Alembic's batch mode does with
+    unnamed ones) needs --yes or a confirmation at the terminal.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)
@@ -151,7 +155,7 @@ def upgrade(
     else:
         from tg_parser.migrate.orchestrator import upgrade as run_upgrade
 
-        run = options(settings, no_backup=no_backup, repair=repair, wal=wal)
+        run = options(settings, no_backup=no_backup, yes=yes, repair=repair, wal=wal, question="Upgrade anyway?")
         render.run_migration(run_upgrade, targets, revision, run)
 
 
@@ -166,8 +170,9 @@ def upgrade(
 def downgrade(settings, revision: str, only, no_backup: bool, yes: bool, show_plan: bool, as_json: bool) -> None:
     """Downgrade to REVISION (default -1: one step back).
 
-    Databases run in the order processing, raw, ingestion. A downgrade to base, or one that drops a table or column holding data, needs --yes
-    or a confirmation at the terminal.
+    Databases run in the order processing, raw, ingestion. A downgrade to base, or one that drops a
+    table or column holding data or a CHECK constraint of a table holding rows, needs --yes or a
+    confirmation at the terminal.
     """
     targets = selected_targets(settings, only)
     _checked(targets, revision)

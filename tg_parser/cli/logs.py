@@ -1,11 +1,17 @@
-"""Logging for the `tg-parser` command line only: one event per line, as JSON or as text.
+"""Logging for the `tg-parser` command line only: one voice on the terminal, events where asked.
+
+By default the terminal gets only the human lines (results on standard output; errors, and
+warnings of Alembic or Python that the human lines do not say, on standard error), each once,
+as Alembic and Django users expect. The structured events go to LOG_FILE when it is set, and to
+standard error when asked for (`-v`, `--log-level`, `--log-format json`, or LOG_FORMAT=json or
+LOG_LEVEL without LOG_FILE).
 
 structlog's `ProcessorFormatter` renders every standard-library record, tg_parser's events
 and Alembic's own messages alike, with `ts` (UTC, RFC 3339, milliseconds), `level`, `logger`,
-`event` and a `run_id` shared by every line of one invocation. The handler is attached to
+`event` and a `run_id` shared by every line of one invocation. The handlers are attached to
 the `tg_parser`, `alembic` and `py.warnings` loggers only while a command runs and removed when it ends, so
 the root logger, and any program that runs the CLI in-process, keep their own settings.
-Logs go to standard error or LOG_FILE, never to standard output.
+Logs never go to standard output.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ log = logging.getLogger("tg_parser.cli")
 @dataclass
 class _State:
     run_id: str = ""
-    handler: logging.Handler | None = None
+    handlers: list[logging.Handler] = field(default_factory=list)
     json_on_stderr: bool = False
     to_file: bool = False
     saved: list[tuple[logging.Logger, int, bool]] = field(default_factory=list)
@@ -42,8 +48,8 @@ class _State:
 state = _State()
 
 
-def configure(level: str, fmt: str, file: str | None) -> str:
-    """Install the handler for one command; return its run id."""
+def configure(level: str, fmt: str, file: str | None, *, events_on_stderr: bool) -> str:
+    """Install the handlers for one command; return its run id."""
     state.run_id = uuid.uuid4().hex[:12]
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -51,18 +57,29 @@ def configure(level: str, fmt: str, file: str | None) -> str:
         foreign_pre_chain=[_timestamp, structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
                            _fields_and_run_id],
     )
-    handler = logging.FileHandler(file) if file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    handler.addFilter(_without_dialect_announcements)
-    state.handler, state.to_file = handler, bool(file)
-    state.json_on_stderr = fmt == "json" and not file
+    events = ([logging.FileHandler(file)] if file else []) + ([logging.StreamHandler(sys.stderr)]
+                                                              if events_on_stderr else [])
+    for handler in events:
+        handler.setFormatter(formatter)
+        handler.addFilter(_without_dialect_announcements)
+    state.handlers, state.to_file = list(events), bool(file)
+    state.json_on_stderr = fmt == "json" and events_on_stderr
     numeric = logging.getLevelName(level)
     for name in LOGGERS:
         logger = logging.getLogger(name)
         state.saved.append((logger, logger.level, logger.propagate))
-        logger.addHandler(handler)
+        for handler in events:
+            logger.addHandler(handler)
         logger.setLevel(numeric)
         logger.propagate = False
+    if not events_on_stderr:  # the person still hears Alembic's and Python's warnings, as human lines
+        warnings = logging.StreamHandler(sys.stderr)
+        warnings.setLevel(logging.WARNING)
+        warnings.setFormatter(_HumanWarning())
+        warnings.addFilter(_not_said_by_a_human_line)
+        state.handlers.append(warnings)
+        for name in LOGGERS:
+            logging.getLogger(name).addHandler(warnings)
     for name in QUIET:
         quiet(name, max(numeric, logging.WARNING))
     logging.captureWarnings(True)  # Python warnings (Alembic's among them) become log lines too
@@ -79,15 +96,16 @@ def quiet(name: str, level: int = logging.ERROR) -> None:
 def unconfigure() -> None:
     """Put every logger back as it was and close the handler."""
     for logger, level, propagate in reversed(state.saved):
-        if state.handler is not None:
-            logger.removeHandler(state.handler)
+        for handler in state.handlers:
+            logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
     state.saved = []
-    if state.handler is not None:
+    if state.handlers:
         logging.captureWarnings(False)
-        state.handler.close()
-        state.handler = None
+        for handler in state.handlers:
+            handler.close()
+        state.handlers = []
     state.json_on_stderr = state.to_file = False
 
 
@@ -131,6 +149,23 @@ def human(text: str, level: int = logging.ERROR) -> None:
         click.echo(text, err=True)
     if state.json_on_stderr or state.to_file:
         emit(log, "cli_message", level, text=text)
+
+
+def _not_said_by_a_human_line(record: logging.LogRecord) -> bool:
+    """tg_parser's own events are said by its human lines; so is Alembic's warning that a batch
+    rebuild omits unnamed CHECKs (the run names each one it would lose, and needs --yes for it)."""
+    return not record.name.startswith("tg_parser") and "Unnamed CHECK constraint" not in record.getMessage()
+
+
+class _HumanWarning(logging.Formatter):
+    """`warning: <first line>`; a Python warning's own location and source line left out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage().strip()
+        if record.name == "py.warnings":  # "file:line: Category: message\n  source line"
+            text = text.splitlines()[0].split(": ", 2)[-1] if text else text
+        word = "error" if record.levelno >= logging.ERROR else "warning"
+        return f"{word}: {text.splitlines()[0] if text else text}"
 
 
 def _without_dialect_announcements(record: logging.LogRecord) -> bool:

@@ -12,7 +12,7 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli import logs, render
-from tg_parser.cli.db import db, options, repair_option, selected_targets, wal_option
+from tg_parser.cli.db import db, options, repair_option, selected_targets, wal_option, yes_option
 from tg_parser.cli.llm import llm
 from tg_parser.core.settings import (
     SettingsError,
@@ -59,18 +59,23 @@ Exit codes: 0 success or nothing to do; 1 failed, every database rolled back;
 
 @click.group(cls=TgParserGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tg-parser")
+@click.option("-v", "--verbose", is_flag=True, help="Log events as text on standard error too.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Overrides LOG_LEVEL (default INFO).")
+              help="Overrides LOG_LEVEL (default INFO); events on standard error too.")
 @click.option("--log-format", type=click.Choice(["text", "json"], case_sensitive=False),
-              help="Overrides LOG_FORMAT (default text): logs as text lines or one JSON object per line.")
+              help="Overrides LOG_FORMAT (default text); json: events on standard error, one JSON object per line.")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+def cli(ctx: click.Context, verbose: bool, log_level: str | None, log_format: str | None) -> None:
     """TG_parser: collect Telegram channels, process them with LLMs, build a topic knowledge base."""
     ctx.call_on_close(logs.unconfigure)
     logs.quiet("dotenv.main")  # its warnings about .env are said once, below, with the file's path
     overrides = {k: v for k, v in (("level", log_level), ("format", log_format)) if v}
     logging_settings = load_log_settings(**overrides)
-    logs.configure(logging_settings.level, logging_settings.format, logging_settings.file)
+    asked_by_option = verbose or log_level is not None or (log_format or "").lower() == "json"
+    asked_by_setting = not logging_settings.file and (
+        logging_settings.format == "json" or "level" in logging_settings.model_fields_set)
+    logs.configure(logging_settings.level, logging_settings.format, logging_settings.file,
+                   events_on_stderr=asked_by_option or asked_by_setting)
     _warn_about_env_file(Path(".env"))
     ctx.obj = load_settings()
     load_retry_settings()  # a bad value in any setting stops every command, naming the variable
@@ -81,8 +86,9 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
 @click.option("--no-backup", is_flag=True, help="Do not back up existing SQLite files first.")
 @repair_option
 @wal_option
+@yes_option
 @click.pass_obj
-def init(settings, no_backup: bool, repair: bool, wal: bool) -> None:
+def init(settings, no_backup: bool, repair: bool, wal: bool, yes: bool) -> None:
     """Create or upgrade all three databases to head.
 
     Databases of earlier releases are adopted; everything runs as in `tg-parser db upgrade`.
@@ -90,7 +96,8 @@ def init(settings, no_backup: bool, repair: bool, wal: bool) -> None:
     from tg_parser.migrate.orchestrator import upgrade
 
     targets = selected_targets(settings, ())
-    render.run_migration(upgrade, targets, "head", options(settings, no_backup=no_backup, repair=repair, wal=wal))
+    run = options(settings, no_backup=no_backup, yes=yes, repair=repair, wal=wal, question="Upgrade anyway?")
+    render.run_migration(upgrade, targets, "head", run)
 
 
 def _warn_about_env_file(path: Path) -> None:

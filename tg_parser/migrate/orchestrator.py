@@ -50,7 +50,8 @@ class Options:
     lock_timeout: float
     backup: bool = True
     confirm: Callable[[list[str]], bool] = lambda reasons: False
-    """Asked before a destructive downgrade, with the reasons; False refuses."""
+    """Asked before a destructive step (a downgrade that drops data, a CHECK constraint lost), with the
+    reasons; False refuses."""
     progress: Callable[[str, int], backup.Progress] | None = None
     """Makes a progress callback for a long step (its label and total bytes)."""
     waiting: Callable[[Target, float], None] | None = None
@@ -135,7 +136,7 @@ def _migrate(targets: list[Target], upgrading: bool, revision: str, options: Opt
             current = {t.name: t.current() for t in targets}
             asked = unfinished.resume(options.backups_dir, upgrading, revision, current) or revision
         preview = _plan_all(targets, None, upgrading, asked, repair=options.repair)
-        confirmed = set() if upgrading else _confirm(preview, options)
+        confirmed = _confirm(preview, options, upgrading)
         outcomes = {p.name: Outcome(p.name, p.target.location, p.before, p.before, status="unchanged") for p in preview}
         busy = [p for p in preview if p.needs_work]
         if not busy:  # nothing to run: no lock is taken, nothing is held
@@ -248,9 +249,9 @@ class _Run:
             outcomes[plan.name].before = outcomes[plan.name].after = plan.before
             if plan.needs_work:
                 self.working.add(plan.name)
-        unconfirmed = [r for p in plans if not self.upgrading for r in p.destructive if r not in confirmed]
+        unconfirmed = [r for p in plans for r in p.destructive if r not in confirmed]
         if unconfirmed:
-            raise Refused(unconfirmed + ["the database changed since the downgrade was confirmed; run it again"])
+            raise Refused(unconfirmed + ["the database changed since the run was confirmed; run it again"])
         planned = {plan.name: plan for plan in plans}
         for target in self.order:
             plan = planned.get(target.name)
@@ -470,11 +471,12 @@ def _plan_all(
     return plans
 
 
-def _confirm(plans: list[DatabasePlan], options: Options) -> set[str]:
-    """Ask about a destructive downgrade before any lock is taken (a prompt must not hold writers)."""
+def _confirm(plans: list[DatabasePlan], options: Options, upgrading: bool) -> set[str]:
+    """Ask about a destructive step before any lock is taken (a prompt must not hold writers)."""
     reasons = [reason for plan in plans for reason in plan.destructive]
     if reasons and not options.confirm(reasons):
-        raise Refused(reasons + ["destructive downgrade not confirmed (pass --yes to confirm)"])
+        what = "an upgrade that removes a CHECK constraint" if upgrading else "destructive downgrade"
+        raise Refused(reasons + [f"{what} not confirmed (pass --yes to confirm)"])
     return set(reasons)
 
 

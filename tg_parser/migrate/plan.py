@@ -84,8 +84,9 @@ def plan_database(
 ) -> DatabasePlan:
     """Read one database through `connection` and plan the run; raise Refused or UsageProblem.
 
-    Downgrade steps are always rehearsed (what they destroy needs confirming); upgrade steps only
-    when asked (`--plan`), since a rehearsal runs the revision's code once more. `repair`: rebuild
+    Steps are rehearsed on an empty schema first (tg_parser.migrate.destructive): what a downgrade
+    destroys, and any CHECK constraint a table rebuild would lose, needs confirming. What an
+    upgrade drops is only shown, when asked (`rehearse_upgrades`, for `--plan`). `repair`: rebuild
     tables whose differences from the baseline a rebuild removes (adoption only).
     """
     try:
@@ -118,8 +119,7 @@ def plan_database(
     problems = [p for step in plan.steps for p in _outside_transaction(target, step)]
     if problems:
         raise Refused(problems)
-    if rehearse_upgrades or not upgrade:
-        mark_destructive(target, connection, start, plan.steps)
+    mark_destructive(target, connection, start, plan.steps, show_upgrade_drops=rehearse_upgrades)
     return plan
 
 
