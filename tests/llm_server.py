@@ -30,6 +30,8 @@ class Reply:
     """Seconds between the body's bytes (a server that never stalls long enough for a read timeout)."""
     reset_after: int | None = None
     """Bytes of the body sent before the connection is reset."""
+    reason: str | None = None
+    """The status line's reason phrase, when not the standard one."""
 
 
 def ok(text: str = "pong", model: str = "gpt-5-mini", usage: tuple[int, int, int] = (11, 7, 3)) -> Reply:
@@ -183,7 +185,7 @@ class ScriptedServer:
             def _answer(self, reply: Reply) -> None:
                 payload = reply.body(self.path) if callable(reply.body) else reply.body
                 data = reply.raw if reply.raw is not None else json.dumps(payload).encode()
-                self.send_response(reply.status)
+                self.send_response(reply.status, reply.reason)
                 for key, value in reply.headers.items():
                     self.send_header(key, str(value))
                 self.send_header("Content-Type", "application/json")

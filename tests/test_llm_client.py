@@ -419,6 +419,27 @@ def test_a_bad_retry_or_llm_setting_stops_any_command(monkeypatch, data_dir, var
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://user:pa#ss@127.0.0.1:1/v1", "must not hold a user name or password"),
+        ("http://user:pa/ss@127.0.0.1:1/v1", "must not hold a user name or password"),
+        ("http://127.0.0.1:1/v1?key=pa55-SECRET", "must not hold a query or fragment"),
+        ("http://127.0.0.1:99999/v1", "has a port that is not a number from 0 to 65535"),
+        ("http://", "must be an http:// or https:// URL with a host"),
+        ("ftp://127.0.0.1/v1", "must be an http:// or https:// URL with a host"),
+    ],
+)
+def test_a_base_url_that_could_carry_a_secret_or_cannot_work_is_refused(monkeypatch, data_dir, url, message):
+    monkeypatch.setenv("LLM_BASE_URL", url)
+    result = run_cli("llm", "ping")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: invalid setting: LLM_BASE_URL: {message}")
+    assert len(result.output.strip().splitlines()) == 1
+    for secret in ("pa#ss", "pa/ss", "pa55-SECRET", "99999"):
+        assert secret not in result.output
+
+
 def test_a_bad_llm_setting_in_code_names_the_variable():
     with pytest.raises(SettingsError, match="LLM_TIMEOUT: must be greater than 0 and at most 600"):
         load_llm_settings(timeout=0)

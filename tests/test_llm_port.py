@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -174,6 +175,11 @@ PROMPT = "Summarise this private message about the merger of Acme and Globex, du
         "token 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         f"could not parse prompt: '{PROMPT[:40]}'",
         f"first {PROMPT[10:50]} then again {PROMPT[30:80]}",
+        "got: " + PROMPT.replace(" ", "\n  "),  # the words split by other whitespace
+        "got: " + PROMPT.replace(" ", "\u00a0"),
+        "got: " + PROMPT.replace(" ", "%20"),  # URL-encoded
+        "got: " + PROMPT.upper(),
+        "got: " + PROMPT.replace(" ", " \x1b[1m"),  # terminal escapes between the words
     ],
 )
 def test_an_excerpt_holds_no_key_shape_and_no_run_of_the_prompt(echo):
@@ -182,6 +188,27 @@ def test_an_excerpt_holds_no_key_shape_and_no_run_of_the_prompt(echo):
     assert not any(PROMPT[i:i + 12] in shown for i in range(len(PROMPT) - 12))
     for secret in ("sk-live", "sk-ant", "AIza", "9f86d0818"):
         assert secret not in shown
+
+
+def test_an_excerpt_drives_no_terminal():
+    shown = excerpt("error \x1b]0;owned\x07 \x1b[2J done \x07\x08")
+    assert "\x1b" not in shown and "\x07" not in shown and shown == "error done"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "body"),
+    [
+        ("openai", {"status": f"odd {PROMPT} sk-test-key", "output": []}),
+        ("anthropic", {"content": [], "stop_reason": f"odd {PROMPT}"}),
+        ("gemini", {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": f"odd {PROMPT}"}]}),
+    ],
+)
+def test_a_malformed_reply_never_echoes_the_servers_odd_values(protocol, body):
+    chosen = next(p for p in PROTOCOLS if p.provider == protocol)
+    with ScriptedServer([Reply(body=body)]) as server:
+        with pytest.raises(LLMMalformedReply) as failure:
+            client_for(chosen, server, FakeTime()).complete_sync(PROMPT)
+    assert "an unexpected value" in str(failure.value) and PROMPT[:20] not in str(failure.value)
 
 
 def test_an_excerpt_is_short_and_one_line():
@@ -195,3 +222,13 @@ def test_a_server_echo_never_reaches_the_error_message():
     failure, server = one_call([key_echo, key_echo, prompt_echo], prompt=PROMPT)
     assert isinstance(failure, LLMHTTPError) and failure.status == 400 and len(server.requests) == 3
     assert "sk-test-key" not in str(failure) and PROMPT[:20] not in str(failure)
+
+
+def test_a_host_program_logging_httpx_sees_no_echoed_key(caplog):
+    """httpx logs the status line at INFO, httpcore the headers at DEBUG: both may echo the key."""
+    echo = Reply(500, {"X-Echo": "got sk-test-key"}, {"error": {"message": "x"}}, reason="Err sk-test-key")
+    with caplog.at_level(logging.DEBUG):
+        failure, server = one_call([echo], max_attempts=1)
+    assert isinstance(failure, LLMHTTPError) and len(server.requests) == 1
+    assert "HTTP Request: POST" in caplog.text and "[redacted]" in caplog.text
+    assert "sk-test-key" not in caplog.text

@@ -221,14 +221,24 @@ class LLMSettings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _no_userinfo(cls, value: str) -> str:
-        """httpx would turn `user:password@` into Basic auth and print it in its request log line."""
-        if value and "@" in urlsplit(value).netloc:
-            raise ValueError(
-                "must not hold a user name or password (user:password@host); put the key in LLM_API_KEY"
-            )
-        if value and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
+    def _a_plain_url(cls, value: str) -> str:
+        """No secret may ride in the URL: httpx would turn `user:password@` into Basic auth and print
+        it in its request log line, and every output that names the URL would show a `?key=`.
+        Messages never repeat the value, which may hold one."""
+        value = value.strip()
+        if not value:
+            return value
+        if "@" in value:
+            raise ValueError("must not hold a user name or password (user:password@host); put the key in LLM_API_KEY")
+        if "?" in value or "#" in value:
+            raise ValueError("must not hold a query or fragment (?key=...); put the key in LLM_API_KEY")
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, such as http://localhost:11434")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
         return value
 
     @model_validator(mode="after")

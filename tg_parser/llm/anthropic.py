@@ -17,7 +17,7 @@ import re
 from tg_parser.llm.base_client import BaseLLMClient, LLMRequest, ProviderReply
 from tg_parser.llm.errors import LLMIncomplete, LLMMalformedReply, LLMRefused
 from tg_parser.llm.records import Usage
-from tg_parser.llm.replies import body_object, reported_model
+from tg_parser.llm.replies import body_object, named, reported_model
 
 API_VERSION = "2026-10-21"
 DEFAULT_MAX_TOKENS = 4096
@@ -79,7 +79,7 @@ def read_messages(data: object, status: int, asked_model: str, tool: str | None)
     if reason in CUT_SHORT:
         raise LLMIncomplete(CUT_SHORT[reason], "".join(texts), usage=usage, status=status)
     if reason not in COMPLETE:
-        raise LLMMalformedReply(f"`stop_reason` is {reason!r}", status=status, usage=usage)
+        raise LLMMalformedReply(f"`stop_reason` is {named(reason)}", status=status, usage=usage)
     model = reported_model(body, asked_model)
     if tool is not None:
         inputs = [b.get("input") for b in content if b.get("type") == "tool_use" and b.get("name") == tool]

@@ -42,11 +42,27 @@ from tg_parser.llm.errors import (
     LLMValidationFailed,
 )
 from tg_parser.llm.records import Attempt, LLMReply, Usage
-from tg_parser.llm.redact import excerpt
+from tg_parser.llm.redact import excerpt, redact
 from tg_parser.llm.retry import decide, parse_retry_after
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
+
+
+class _RedactedHTTPLog(logging.Filter):
+    """httpx's INFO request line and httpcore's DEBUG lines carry what a server sent (its reason
+    phrase, its headers), which may echo a key: a host program that logs them sees them redacted."""
+
+    keys: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), self.keys), ()
+        return True
+
+
+_HTTP_LOG = _RedactedHTTPLog()
+for _name in ("httpx", "httpcore.http11", "httpcore.connection"):
+    logging.getLogger(_name).addFilter(_HTTP_LOG)
 
 
 @dataclass(frozen=True)
@@ -255,7 +271,8 @@ class BaseLLMClient(ABC):
         try:
             response = await self._client().post(path, json=body)
         except httpx.RequestError as error:  # refused, reset (also mid-body), protocol errors
-            raise LLMConnectionError(f"connection failed: {type(error).__name__}: {error}") from error
+            detail = excerpt(str(error), self._secrets(request))  # a protocol error may quote what the server sent
+            raise LLMConnectionError(f"connection failed: {type(error).__name__}: {detail}") from error
         if not response.is_success:
             raise self._http_error(response, self._secrets(request))
         try:
@@ -270,6 +287,8 @@ class BaseLLMClient(ABC):
     def _client(self) -> httpx.AsyncClient:
         """Made on first use, so it belongs to the event loop that uses it; closed by `aclose`."""
         if self._http is None:
+            if self.llm.api_key:
+                _HTTP_LOG.keys.add(self.llm.api_key.get_secret_value())
             self._http = httpx.AsyncClient(
                 base_url=self.llm.base_url.rstrip("/") + "/",
                 headers=self._headers(),

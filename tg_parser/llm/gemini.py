@@ -28,7 +28,7 @@ from tg_parser.llm.errors import (
     LLMRefused,
 )
 from tg_parser.llm.records import Usage
-from tg_parser.llm.replies import body_object
+from tg_parser.llm.replies import body_object, named
 from tg_parser.llm.schemas import gemini_schema
 
 API_VERSION = "v1"
@@ -107,14 +107,14 @@ def read_generate_content(data: object, status: int, asked_model: str) -> Provid
     feedback = body.get("promptFeedback")
     blocked = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if blocked:
-        raise LLMRefused(f"the prompt was blocked ({blocked})", usage=usage, status=status)
+        raise LLMRefused(f"the prompt was blocked ({named(blocked)})", usage=usage, status=status)
     candidates = body.get("candidates")
     if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
         raise LLMMalformedReply("`candidates` is not a non-empty list", status=status, usage=usage)
     candidate = candidates[0]
     finish = candidate.get("finishReason") or "STOP"
     if finish in REFUSED:
-        raise LLMRefused(f"the reply was blocked ({finish})", usage=usage, status=status)
+        raise LLMRefused(f"the reply was blocked ({finish!r})", usage=usage, status=status)
     content = candidate.get("content") or {}
     parts = content.get("parts") if isinstance(content, dict) else None
     if parts is None and finish == "MAX_TOKENS":
@@ -127,7 +127,7 @@ def read_generate_content(data: object, status: int, asked_model: str) -> Provid
     if finish == "MAX_TOKENS":
         raise LLMIncomplete("max_output_tokens", "".join(texts), usage=usage, status=status)
     if finish != "STOP":
-        raise LLMMalformedReply(f"`finishReason` is {finish!r}", status=status, usage=usage)
+        raise LLMMalformedReply(f"`finishReason` is {named(finish)}", status=status, usage=usage)
     if not texts:
         raise LLMMalformedReply("no text part in `candidates[0].content`", status=status, usage=usage)
     version = body.get("modelVersion")

@@ -10,13 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from difflib import SequenceMatcher
+from urllib.parse import unquote_plus
 
 EXCERPT_CHARS = 160
 """The most of a server's message shown."""
 PROMPT_RUN = 12
-"""Characters in a row shared with the prompt that count as quoting it."""
+"""Characters in a row shared with a secret (any case) that count as quoting it."""
+WORDS_RUN = 2
+"""Words in a row shared with the prompt (any case, any spacing) that count as quoting it, once
+they hold at least `WORDS_CHARS` characters."""
+WORDS_CHARS = 8
 _SCANNED = 4000
 """Only the start of a message is looked at: no more than an excerpt of it is ever shown."""
+
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]")
+"""Terminal escapes and control characters: a server's message must not drive the operator's terminal."""
+_WORD = re.compile(r"\w+")
 
 _KEY_SHAPES = re.compile(
     r"""
@@ -32,10 +41,14 @@ _KEY_SHAPES = re.compile(
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with each secret, each run of a prompt it quotes and anything shaped like a key masked."""
-    text = text[:_SCANNED]
+    """`text` with each secret, each run of a prompt it quotes and anything shaped like a key masked.
+
+    The text is URL-decoded and stripped of control characters first, so neither `%20` nor an
+    escape sequence between the words hides a quote; quotes are found in any case and, word by
+    word, whatever separates the words."""
+    text = _CONTROL.sub(" ", unquote_plus(text[:_SCANNED]))
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = _mask_quotes(text, secret)
+        text = _mask_words(_mask_quotes(text, secret), secret)
     return _KEY_SHAPES.sub("[redacted]", text)
 
 
@@ -50,12 +63,33 @@ def _mask_quotes(text: str, secret: str) -> str:
 
     One matcher pass finds quotes in order; a prompt quoted twice needs another pass.
     """
-    text = text.replace(secret, "[redacted]")
+    text = re.sub(re.escape(secret), "[redacted]", text, flags=re.IGNORECASE)
     if len(secret) < PROMPT_RUN:
         return text
+    wanted = secret[:_SCANNED].lower()
     while True:
-        matcher = SequenceMatcher(None, text, secret[:_SCANNED], autojunk=False)
+        seen = text.lower() if len(text.lower()) == len(text) else text
+        matcher = SequenceMatcher(None, seen, wanted, autojunk=False)
         runs = [(m.a, m.a + m.size) for m in matcher.get_matching_blocks() if m.size >= PROMPT_RUN]
+        if not runs:
+            return text
+        for start, end in reversed(runs):
+            text = text[:start] + "[redacted]" + text[end:]
+
+
+def _mask_words(text: str, secret: str) -> str:
+    """Mask every run of `WORDS_RUN`+ words (of `WORDS_CHARS`+ characters) the text shares with the secret."""
+    wanted = [word.lower() for word in _WORD.findall(secret[:_SCANNED])]
+    if len(wanted) < WORDS_RUN:
+        return text
+    while True:
+        words = list(_WORD.finditer(text))
+        matcher = SequenceMatcher(None, [w.group().lower() for w in words], wanted, autojunk=False)
+        runs = [
+            (words[m.a].start(), words[m.a + m.size - 1].end())
+            for m in matcher.get_matching_blocks()
+            if m.size >= WORDS_RUN and sum(len(w.group()) for w in words[m.a:m.a + m.size]) >= WORDS_CHARS
+        ]
         if not runs:
             return text
         for start, end in reversed(runs):

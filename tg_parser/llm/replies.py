@@ -7,6 +7,8 @@ shape is an error we name, never a `TypeError` escaping from deep inside.
 
 from __future__ import annotations
 
+import re
+
 from tg_parser.llm.base_client import ProviderReply
 from tg_parser.llm.errors import LLMIncomplete, LLMMalformedReply, LLMRefused
 from tg_parser.llm.records import Usage
@@ -39,9 +41,10 @@ def read_responses(data: object, status: int, asked_model: str) -> ProviderReply
     if state == "incomplete":
         details = body.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
-        raise LLMIncomplete(str(reason or "unknown"), "".join(texts), usage=usage, status=status)
+        shown = reason if isinstance(reason, str) and _NAME.fullmatch(reason) else "unknown"
+        raise LLMIncomplete(shown, "".join(texts), usage=usage, status=status)
     if state != "completed":
-        raise LLMMalformedReply(f"`status` is {state!r}", status=status, usage=usage)
+        raise LLMMalformedReply(f"`status` is {named(state)}", status=status, usage=usage)
     if not texts:
         raise LLMMalformedReply("no `output_text` in `output`", status=status, usage=usage)
     return ProviderReply("".join(texts), reported_model(body, asked_model), usage, status)
@@ -87,6 +90,15 @@ def _chat_parts(parts: list, refusal: object, status: int, usage: Usage | None) 
     if not texts and not refusals and not refusal:
         raise LLMMalformedReply("`choices[0].message.content` has no `text` part", status=status, usage=usage)
     return "".join(texts), refusal or "".join(refusals)
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+
+
+def named(value: object) -> str:
+    """A server's enum value (`status`, `stop_reason`, ...) as a message may show it: a short name
+    quoted, anything else (which could echo a key or the prompt) not shown."""
+    return repr(value) if isinstance(value, str) and _NAME.fullmatch(value) else "an unexpected value"
 
 
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
