@@ -3,8 +3,8 @@
 By default the terminal gets only the human lines (results on standard output; errors, and
 warnings of Alembic or Python that the human lines do not say, on standard error), each once,
 as Alembic and Django users expect. The structured events go to LOG_FILE when it is set, and to
-standard error when asked for (`-v`, `--log-level`, `--log-format json`, or LOG_FORMAT=json or
-LOG_LEVEL without LOG_FILE).
+standard error when asked for (`-v`, `--log-level`, `--log-format json`, or LOG_FORMAT=json
+without LOG_FILE).
 
 structlog's `ProcessorFormatter` renders every standard-library record, tg_parser's events
 and Alembic's own messages alike, with `ts` (UTC, RFC 3339, milliseconds), `level`, `logger`,

@@ -72,8 +72,7 @@ def cli(ctx: click.Context, verbose: bool, log_level: str | None, log_format: st
     overrides = {k: v for k, v in (("level", log_level), ("format", log_format)) if v}
     logging_settings = load_log_settings(**overrides)
     asked_by_option = verbose or log_level is not None or (log_format or "").lower() == "json"
-    asked_by_setting = not logging_settings.file and (
-        logging_settings.format == "json" or "level" in logging_settings.model_fields_set)
+    asked_by_setting = not logging_settings.file and logging_settings.format == "json"
     logs.configure(logging_settings.level, logging_settings.format, logging_settings.file,
                    events_on_stderr=asked_by_option or asked_by_setting)
     _warn_about_env_file(Path(".env"))
