@@ -225,6 +225,8 @@ def check_complete(path: Path) -> None:
         pages = connection.execute("PRAGMA page_count").fetchone()[0]
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
         connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:  # pages missing: SQLite itself finds the file malformed
+        raise BackupFailed(f"{path} is incomplete: {error}") from None
     finally:
         connection.close()
     if pages * page_size != path.stat().st_size:
