@@ -71,7 +71,7 @@ def test_a_backup_whose_manifest_is_gone_or_damaged_is_never_restored_silently(l
     elif manifest == "garbage":
         sidecar.write_text("{ not json")
     else:
-        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "sha256": ""}))
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "blake3": ""}))
     before = file_digest(legacy_copy / "raw_storage.sqlite")
     result = run_cli("db", "restore", "raw", made.name, "--yes")
     if manifest == "deleted":  # a file of unknown origin: restored only with a warning saying what was not checked

@@ -202,3 +202,32 @@ def test_a_revision_that_cannot_run_in_a_transaction_is_refused_before_anything_
     assert f"{path}_test.py" in result.stderr
     assert {db.name: file_digest(data_dir / db.default_file) for db in DATABASES} == before
     assert version_rows(data_dir / "raw_storage.sqlite", "raw") == ["raw_0001"]
+
+
+def test_a_backup_carries_a_blake3_checksum_of_its_content(legacy_copy):
+    import blake3
+
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    (made,) = (legacy_copy / "backups").glob("raw-*.sqlite")
+    manifest = json.loads(made.with_name(made.name + ".json").read_text())
+    assert manifest["blake3"] == blake3.blake3(made.read_bytes()).hexdigest() and "sha256" not in manifest
+
+
+@pytest.mark.parametrize("intact", [True, False], ids=["intact", "changed"])
+def test_an_earlier_releases_sha256_manifest_is_still_verified(legacy_copy, intact):
+    import hashlib
+
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    (made,) = (legacy_copy / "backups").glob("raw-*.sqlite")
+    sidecar = made.with_name(made.name + ".json")
+    facts = json.loads(sidecar.read_text())
+    del facts["blake3"]
+    facts["sha256"] = hashlib.sha256(made.read_bytes()).hexdigest() if intact else "0" * 64
+    sidecar.write_text(json.dumps(facts))
+    before = file_digest(legacy_copy / "raw_storage.sqlite")
+    result = run_cli("db", "restore", "raw", made.name, "--yes")
+    if intact:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 3 and "does not match the checksum taken with it" in result.output
+        assert file_digest(legacy_copy / "raw_storage.sqlite") == before

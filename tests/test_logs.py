@@ -140,7 +140,7 @@ def test_json_logs_cover_every_event_with_its_fields_and_one_run_id(played):
     attempts = [(e["status"], e["delay_reason"]) for e in events_of(dict(runs)["llm ping"].stderr.splitlines())
                 if e["event"] == "llm_attempt"]
     assert attempts == [(500, "backoff"), (429, "retry-after"), (200, None)]
-    assert seen["backup_taken"]["sha256"] and seen["backup_taken"]["bytes"] > 0
+    assert len(seen["backup_taken"]["blake3"]) == 64 and seen["backup_taken"]["bytes"] > 0
 
 
 def test_json_logs_carry_alembic_records_with_the_same_run_id(played):

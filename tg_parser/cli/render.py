@@ -356,7 +356,7 @@ def backups(directory: Path, targets: list[Target], as_json: bool) -> None:
         print_json([
             {**s.as_json(), "backups": [
                 {"file": b.path.name, "path": str(b.path), "revision": b.revision, "taken_at": b.taken_at.isoformat(),
-                 "bytes": b.size, "reason": b.reason, "sha256": b.sha256}
+                 "bytes": b.size, "reason": b.reason, "checksum": b.checksum}
                 for b in found if b.db == s.name
             ]}
             for s in statuses(targets)

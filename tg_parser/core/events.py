@@ -18,7 +18,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "lock_acquired": ("database", "waited_seconds"),
     "database_planned": ("database", "current", "steps", "adoption", "destructive"),
     "run_refused": ("reasons",),
-    "backup_taken": ("database", "path", "bytes", "seconds", "sha256"),
+    "backup_taken": ("database", "path", "bytes", "seconds", "blake3"),
     "revision_applied": ("database", "from_revision", "to_revision", "seconds"),
     "revision_reverted": ("database", "from_revision", "to_revision", "seconds"),
     "index_built": ("database", "table", "index", "seconds"),
