@@ -190,6 +190,12 @@ def test_an_excerpt_holds_no_key_shape_and_no_run_of_the_prompt(echo):
         assert secret not in shown
 
 
+def test_a_prompt_holding_the_mask_itself_is_masked_and_masking_ends():
+    prompt = "keep every [redacted] marker of this message exactly as it stands"
+    shown = excerpt(f"cannot parse: {prompt} / {prompt.upper()}", (prompt,))
+    assert "marker of this" not in shown.lower() and shown.startswith("cannot parse:")
+
+
 def test_an_excerpt_drives_no_terminal():
     shown = excerpt("error \x1b]0;owned\x07 \x1b[2J done \x07\x08")
     assert "\x1b" not in shown and "\x07" not in shown and shown == "error done"

@@ -40,16 +40,24 @@ _KEY_SHAPES = re.compile(
 )
 
 
+_MASK = "\ue000"
+"""Stands for a masked run while masking: no secret holds it (it is taken out of both sides), so no
+later pass can match it again, and each pass shortens the text: masking ends."""
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with each secret, each run of a prompt it quotes and anything shaped like a key masked.
 
     The text is URL-decoded and stripped of control characters first, so neither `%20` nor an
     escape sequence between the words hides a quote; quotes are found in any case and, word by
     word, whatever separates the words."""
-    text = _CONTROL.sub(" ", unquote_plus(text[:_SCANNED]))
+    text = _CONTROL.sub(" ", unquote_plus(text[:_SCANNED])).replace(_MASK, " ")
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = _mask_words(_mask_quotes(text, secret), secret)
-    return _KEY_SHAPES.sub("[redacted]", text)
+        secret = secret[:_SCANNED].replace(_MASK, "")
+        text = re.sub(re.escape(secret), _MASK, text, flags=re.IGNORECASE)
+        text = _mask_runs(text, lambda t, secret=secret: _char_runs(t, secret))
+        text = _mask_runs(text, lambda t, secret=secret: _word_runs(t, secret))
+    return _KEY_SHAPES.sub("[redacted]", text).replace(_MASK, "[redacted]")
 
 
 def excerpt(text: str, secrets: Iterable[str] = ()) -> str:
@@ -58,39 +66,33 @@ def excerpt(text: str, secrets: Iterable[str] = ()) -> str:
     return line if len(line) <= EXCERPT_CHARS else line[: EXCERPT_CHARS - 1] + "…"
 
 
-def _mask_quotes(text: str, secret: str) -> str:
-    """Mask the whole secret, and every run of `PROMPT_RUN`+ characters it shares with `text`.
+def _mask_runs(text: str, find) -> str:
+    """Mask the (start, end) runs `find` finds until it finds none: one matcher pass finds quotes in
+    order, so a prompt quoted twice needs another."""
+    while runs := find(text):
+        for start, end in reversed(runs):
+            text = text[:start] + _MASK + text[end:]
+    return text
 
-    One matcher pass finds quotes in order; a prompt quoted twice needs another pass.
-    """
-    text = re.sub(re.escape(secret), "[redacted]", text, flags=re.IGNORECASE)
+
+def _char_runs(text: str, secret: str) -> list[tuple[int, int]]:
+    """Runs of `PROMPT_RUN`+ characters the text shares with the secret, in any case."""
     if len(secret) < PROMPT_RUN:
-        return text
-    wanted = secret[:_SCANNED].lower()
-    while True:
-        seen = text.lower() if len(text.lower()) == len(text) else text
-        matcher = SequenceMatcher(None, seen, wanted, autojunk=False)
-        runs = [(m.a, m.a + m.size) for m in matcher.get_matching_blocks() if m.size >= PROMPT_RUN]
-        if not runs:
-            return text
-        for start, end in reversed(runs):
-            text = text[:start] + "[redacted]" + text[end:]
+        return []
+    seen = text.lower() if len(text.lower()) == len(text) else text
+    matcher = SequenceMatcher(None, seen, secret.lower(), autojunk=False)
+    return [(m.a, m.a + m.size) for m in matcher.get_matching_blocks() if m.size >= PROMPT_RUN]
 
 
-def _mask_words(text: str, secret: str) -> str:
-    """Mask every run of `WORDS_RUN`+ words (of `WORDS_CHARS`+ characters) the text shares with the secret."""
-    wanted = [word.lower() for word in _WORD.findall(secret[:_SCANNED])]
+def _word_runs(text: str, secret: str) -> list[tuple[int, int]]:
+    """Runs of `WORDS_RUN`+ words (of `WORDS_CHARS`+ characters) the text shares with the secret."""
+    wanted = [word.lower() for word in _WORD.findall(secret)]
     if len(wanted) < WORDS_RUN:
-        return text
-    while True:
-        words = list(_WORD.finditer(text))
-        matcher = SequenceMatcher(None, [w.group().lower() for w in words], wanted, autojunk=False)
-        runs = [
-            (words[m.a].start(), words[m.a + m.size - 1].end())
-            for m in matcher.get_matching_blocks()
-            if m.size >= WORDS_RUN and sum(len(w.group()) for w in words[m.a:m.a + m.size]) >= WORDS_CHARS
-        ]
-        if not runs:
-            return text
-        for start, end in reversed(runs):
-            text = text[:start] + "[redacted]" + text[end:]
+        return []
+    words = list(_WORD.finditer(text))
+    matcher = SequenceMatcher(None, [w.group().lower() for w in words], wanted, autojunk=False)
+    return [
+        (words[m.a].start(), words[m.a + m.size - 1].end())
+        for m in matcher.get_matching_blocks()
+        if m.size >= WORDS_RUN and sum(len(w.group()) for w in words[m.a:m.a + m.size]) >= WORDS_CHARS
+    ]
