@@ -89,3 +89,13 @@ def test_a_dotenv_copied_from_the_example_keeps_the_terminal_quiet(no_log_settin
     result = tg_parser_run("init", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and "Committed" in result.stdout
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_setting_error(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOG_FILE", str(tmp_path / "missing-folder" / "events.log"))
+    result = tg_parser_run("init")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: invalid setting: LOG_FILE: cannot append to {tmp_path / 'missing-folder' / 'events.log'}"
+        " (No such file or directory)")
+    assert not data_dir.exists()

@@ -73,8 +73,11 @@ def cli(ctx: click.Context, verbose: bool, log_level: str | None, log_format: st
     logging_settings = load_log_settings(**overrides)
     asked_by_option = verbose or log_level is not None or (log_format or "").lower() == "json"
     asked_by_setting = not logging_settings.file and logging_settings.format == "json"
-    logs.configure(logging_settings.level, logging_settings.format, logging_settings.file,
-                   events_on_stderr=asked_by_option or asked_by_setting)
+    try:
+        logs.configure(logging_settings.level, logging_settings.format, logging_settings.file,
+                       events_on_stderr=asked_by_option or asked_by_setting)
+    except OSError as error:  # a folder that is missing or not writable
+        raise SettingsError(f"invalid setting: LOG_FILE: cannot append to {logging_settings.file} ({error.strerror})") from None
     _warn_about_env_file(Path(".env"))
     ctx.obj = load_settings()
     load_retry_settings()  # a bad value in any setting stops every command, naming the variable
