@@ -52,8 +52,7 @@ class AnthropicClient(BaseLLMClient):
         return body
 
     def _headers(self) -> dict[str, str]:
-        key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
-        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        auth = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         return {"Accept": "application/json", **auth, "anthropic-version": API_VERSION}
 
 

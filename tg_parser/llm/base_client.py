@@ -280,15 +280,19 @@ class BaseLLMClient(ABC):
         except ValueError:
             raise LLMMalformedReply("the body is not JSON", status=response.status_code) from None
 
+    @property
+    def _key(self) -> str:
+        """LLM_API_KEY, or "" when there is none."""
+        return self.llm.api_key.get_secret_value() if self.llm.api_key else ""
+
     def _secrets(self, request: LLMRequest) -> tuple[str, ...]:
-        key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
-        return key, request.prompt, request.instructions
+        return self._key, request.prompt, request.instructions
 
     def _client(self) -> httpx.AsyncClient:
         """Made on first use, so it belongs to the event loop that uses it; closed by `aclose`."""
         if self._http is None:
-            if self.llm.api_key:
-                _HTTP_LOG.keys.add(self.llm.api_key.get_secret_value())
+            if self._key:
+                _HTTP_LOG.keys.add(self._key)
             self._http = httpx.AsyncClient(
                 base_url=self.llm.base_url.rstrip("/") + "/",
                 headers=self._headers(),

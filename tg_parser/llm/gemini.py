@@ -62,7 +62,7 @@ class GeminiClient(BaseLLMClient):
         return body
 
     def _headers(self) -> dict[str, str]:
-        return {"x-goog-api-key": self.llm.api_key.get_secret_value()} if self.llm.api_key else {}
+        return {"x-goog-api-key": self._key} if self._key else {}
 
     def _http_error(self, response: httpx.Response, secrets: tuple[str, ...]) -> LLMHTTPError:
         error = error_member(response)

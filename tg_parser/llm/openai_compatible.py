@@ -102,8 +102,7 @@ class OpenAICompatibleClient(BaseLLMClient):
         return body
 
     def _headers(self) -> dict[str, str]:
-        key = self.llm.api_key.get_secret_value() if self.llm.api_key else ""
-        return {"Accept": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        return {"Accept": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
 
     def _http_error(self, response: httpx.Response, secrets: tuple[str, ...]) -> LLMHTTPError:
         """OpenAI's `{"error": {...}}`; also the list-wrapped, detailed errors of Gemini's compatible endpoint."""
