@@ -180,3 +180,28 @@ def test_a_transaction_s_held_time_starts_when_its_lock_is_held(legacy_copy):
         held_seconds = held.of("raw").held_seconds
     holder.wait(timeout=30)
     assert waited > 1.2 and held_seconds < 0.2, (waited, held_seconds)
+
+
+def test_a_signal_after_the_commits_says_what_committed(legacy_copy, in_process, monkeypatch):
+    """SIGTERM during the pause after the commits (before the leftovers are cleaned): the run must
+    not call the committed databases rolled back."""
+    import signal
+
+    from tg_parser.migrate import online
+    from tg_parser.migrate.interrupt import Interrupted
+
+    assert run_cli("init").exit_code == 0
+    add_revision(in_process, "raw", 2, NOTE.format(table="raw_messages"))
+    sleep = orchestrator.time.sleep
+
+    def terminated_in_the_pause(seconds):
+        if seconds == online.LONG_PAUSE_S:
+            raise Interrupted(signal.SIGTERM)
+        sleep(seconds)
+
+    monkeypatch.setattr(orchestrator.time, "sleep", terminated_in_the_pause)
+    result = run_cli("db", "upgrade", "--only", "raw")
+    assert result.exit_code == 143, result.output
+    assert "interrupted by SIGTERM after raw committed" in result.output
+    assert "every change was rolled back" not in result.output
+    assert version_rows(legacy_copy / "raw_storage.sqlite", "raw") == ["raw_0002"]

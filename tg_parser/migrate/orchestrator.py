@@ -339,8 +339,8 @@ def _uses_online(plan: DatabasePlan) -> bool:
 def _clean_after(busy: list[DatabasePlan], outcomes: dict[str, Outcome], options: Options, signals) -> None:
     """The old tables of committed swaps, or the new tables of a run rolled back, go (in short transactions)."""
     signals.deferred = False
-    time.sleep(online.LONG_PAUSE_S)  # the clients that waited for the held transactions go first
-    try:
+    try:  # a signal from here on comes after the commits: each database's fate goes with it
+        time.sleep(online.LONG_PAUSE_S)  # the clients that waited for the held transactions go first
         for plan in busy:
             if plan.target.sqlite_file is not None:
                 try:
