@@ -290,7 +290,7 @@ def postgres_server() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_databases(postgres_server):
-    """make() → a fresh, empty PostgreSQL database's URL; every one is dropped after the test."""
+    """make(encoding=None) → a fresh, empty PostgreSQL database's URL; every one is dropped after the test."""
     import uuid
 
     from sqlalchemy import create_engine
@@ -299,10 +299,11 @@ def postgres_databases(postgres_server):
     admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
-    def make():
+    def make(encoding: str | None = None):
         name = f"tg_parser_test_{uuid.uuid4().hex[:12]}"
+        options = f" ENCODING '{encoding}' TEMPLATE template0" if encoding else ""
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{options}')
         made.append(name)
         return make_url(postgres_server).set(database=name)
 
@@ -313,6 +314,18 @@ def postgres_databases(postgres_server):
             for name in made:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def postgres_tables(url) -> set[str]:
+    """The names of the tables in a PostgreSQL database."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

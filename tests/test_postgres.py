@@ -1,4 +1,4 @@
-"""The same three Alembic projects on a real PostgreSQL server, and `db transfer` into it."""
+"""The same three Alembic projects on a real PostgreSQL server (`db transfer`: tests/test_transfer.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from tests.conftest import (
     REPO,
     add_revision,
-    content_checksums,
-    grow_raw,
-    live_writer,
+    postgres_tables,
     run_cli,
-    source_refs,
     tg_parser_process,
     tg_parser_run,
 )
-from tg_parser.storage.databases import DATABASES, get_database
+from tg_parser.storage.databases import DATABASES
 
 URL_VARIABLES = [f"{db.setting_stem}_DB_URL" for db in DATABASES]
 
@@ -33,27 +30,18 @@ def point_all_at(monkeypatch, url) -> str:
     return rendered
 
 
-def tables(url) -> set[str]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("db", DATABASES, ids=lambda db: db.name)
 def test_each_project_alone_upgrades_checks_downgrades_and_upgrades_again(monkeypatch, postgres_url, db):
     point_all_at(monkeypatch, postgres_url)
     assert run_cli("db", "heads", "--only", db.name).output.split()[1] == f"{db.name}_0001"
     up = run_cli("db", "upgrade", "--only", db.name)
     assert up.exit_code == 0, up.output
-    assert tables(postgres_url) == set(db.metadata.tables) | {db.version_table}
+    assert postgres_tables(postgres_url) == set(db.metadata.tables) | {db.version_table}
     check = run_cli("db", "check", "--only", db.name)
     assert check.exit_code == 0, check.output
     down = run_cli("db", "downgrade", "base", "--only", db.name, "--yes")
     assert down.exit_code == 0, down.output
-    assert tables(postgres_url) == {db.version_table}
+    assert postgres_tables(postgres_url) == {db.version_table}
     assert run_cli("db", "upgrade", "--only", db.name).exit_code == 0
     assert run_cli("db", "check", "--only", db.name).exit_code == 0
 
@@ -63,7 +51,7 @@ def test_all_three_share_one_database(monkeypatch, postgres_url):
     result = run_cli("init")
     assert result.exit_code == 0, result.output
     expected = {t for db in DATABASES for t in (*db.metadata.tables, db.version_table)}
-    assert tables(postgres_url) == expected
+    assert postgres_tables(postgres_url) == expected
     check = run_cli("db", "check", "--json")
     assert check.exit_code == 0, check.output
     assert json.loads(check.output)["ok"] is True
@@ -109,47 +97,12 @@ def test_postgres_enforces_what_sqlite_enforces(monkeypatch, postgres_url):
         engine.dispose()
 
 
-def test_transfer_of_the_3_0_0_fixtures(monkeypatch, legacy_copy, postgres_url):
-    assert run_cli("db", "upgrade").exit_code == 0  # adoption first
-    sources_before = {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES}
-    target = postgres_url.render_as_string(hide_password=False)
-
-    result = run_cli("db", "transfer", "--to", target)
-    assert result.exit_code == 0, result.output
-    assert "every count and checksum matches" in result.stdout
-    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["ingestion"], ["raw"], ["processing"]) and "equal" in line]
-    assert len(rows) == sum(len(db.metadata.tables) for db in DATABASES)
-    assert all(row[2] == row[3] for row in rows)
-    assert {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES} == sources_before
-
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        copied = connection.exec_driver_sql("SELECT count(*), max(id) FROM raw_conflicts").one()
-        assert copied[0] > 0
-        new_id = connection.execute(
-            text("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES ('x', 'now', 'test') RETURNING id")
-        ).scalar()
-        assert new_id > copied[1]
-        new_attempt = connection.execute(
-            text("INSERT INTO source_attempts (source_id, attempt_at, success) VALUES ('s', 'now', 1) RETURNING id")
-        ).scalar()
-        assert new_attempt > connection.exec_driver_sql("SELECT max(id) FROM source_attempts WHERE id < %s", (new_attempt,)).scalar()
-    engine.dispose()
-
-    again = run_cli("db", "transfer", "--to", target)
-    assert again.exit_code == 3
-    assert "already holds rows" in again.output and "Nothing was changed." in again.output
-
-
-def test_transfer_refuses_a_source_behind_head_and_a_non_postgres_target(legacy_copy, postgres_url):
-    target = postgres_url.render_as_string(hide_password=False)
-    behind = run_cli("db", "transfer", "--to", target, "--only", "raw")
-    assert behind.exit_code == 3 and "run tg-parser db upgrade first" in behind.output
-    wrong = run_cli("db", "transfer", "--to", "sqlite:////tmp/x.sqlite")
-    assert wrong.exit_code == 2 and "must be a PostgreSQL URL" in wrong.output
-    garbage = run_cli("db", "transfer", "--to", "::nonsense::")
-    assert garbage.exit_code == 2 and "not a SQLAlchemy URL" in garbage.output
-    assert tables(postgres_url) == set()
+def test_a_database_that_does_not_store_utf8_is_refused(monkeypatch, postgres_databases):
+    url = postgres_databases(encoding="SQL_ASCII")
+    monkeypatch.setenv("RAW_STORAGE_DB_URL", url.render_as_string(hide_password=False))
+    result = run_cli("db", "upgrade", "--only", "raw")
+    assert result.exit_code == 3, result.output
+    assert "the database's encoding is SQL_ASCII, not UTF8: create it with ENCODING 'UTF8'" in result.output
 
 
 def test_two_concurrent_upgrades_of_one_postgres_database(postgres_url):
@@ -212,52 +165,6 @@ def test_autogenerate_on_postgres_proposes_nothing_for_an_up_to_date_database(po
     assert not list((projects / "migrations_processing" / "versions").glob("processing_0002_*.py"))
 
 
-def upgrade_target(url, name: str) -> None:
-    from tests.conftest import tg_parser_run
-
-    variable = f"{get_database(name).setting_stem}_DB_URL"
-    result = tg_parser_run("db", "upgrade", "--only", name, env={variable: url.render_as_string(hide_password=False)})
-    assert result.returncode == 0, result.stderr
-
-
-def test_transfer_into_a_database_with_rows_when_told_to(legacy_copy, postgres_url):
-    assert run_cli("db", "upgrade", "--only", "ingestion").exit_code == 0
-    upgrade_target(postgres_url, "ingestion")
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO sources (source_id, channel_id, status, include_comments, created_at, updated_at)"
-            " VALUES ('already-here', 'c', 'active', 0, 'now', 'now')"
-        )
-    target = postgres_url.render_as_string(hide_password=False)
-    refused = run_cli("db", "transfer", "--to", target, "--only", "ingestion")
-    assert refused.exit_code == 3
-    result = run_cli("db", "transfer", "--to", target, "--only", "ingestion", "--allow-existing-rows")
-    assert result.exit_code == 0, result.output
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT count(*) FROM sources").scalar() == 3 + 1
-    engine.dispose()
-
-
-def test_a_transfer_whose_copy_differs_is_reported_and_rolled_back(legacy_copy, postgres_url):
-    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
-    upgrade_target(postgres_url, "raw")
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:  # a target that silently alters what it is given
-        connection.exec_driver_sql(
-            "CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.text := upper(NEW.text); RETURN NEW; END $$"
-            " LANGUAGE plpgsql"
-        )
-        connection.exec_driver_sql("CREATE TRIGGER shout BEFORE INSERT ON raw_messages FOR EACH ROW EXECUTE FUNCTION shout()")
-    result = run_cli("db", "transfer", "--to", postgres_url.render_as_string(hide_password=False), "--only", "raw")
-    assert result.exit_code == 1
-    assert "DIFFERS" in result.stdout and "MISMATCH in 1 table(s): raw.raw_messages" in result.output
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT count(*) FROM raw_messages").scalar() == 0
-        assert connection.exec_driver_sql("SELECT count(*) FROM raw_conflicts").scalar() == 0
-    engine.dispose()
-
-
 ADD_COLUMN = '''
 def upgrade():
     op.add_column("{table}", sa.Column("note", sa.Text()))
@@ -302,33 +209,6 @@ def test_a_failure_in_processing_leaves_ingestion_and_raw_at_their_old_revision(
                        for c in inspect(connection).get_columns(t)}
             assert "note" not in columns and not inspect(connection).has_table("half_done")
         engine.dispose()
-
-
-def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, postgres_url, tmp_path):
-    assert run_cli("db", "upgrade").exit_code == 0
-    raw = legacy_copy / "raw_storage.sqlite"
-    grow_raw(raw, 40_000, 400)
-    target = postgres_url.render_as_string(hide_password=False)
-
-    with live_writer(raw, tmp_path, pairs=True) as writer:
-        result = tg_parser_run("db", "transfer", "--to", target)
-        writer.wait_for(len(writer.lines()) + 20)
-        committed = writer.stop()
-
-    assert result.returncode == 0, result.stderr
-    assert "every count and checksum matches" in result.stdout
-    printed = next(line.split() for line in result.stdout.splitlines() if line.split()[:2] == ["raw", "raw_messages"])
-    engine = create_engine(postgres_url)
-    with engine.connect() as connection:
-        copied = set(connection.exec_driver_sql("SELECT source_ref FROM raw_messages").scalars())
-        conflicts = set(connection.exec_driver_sql("SELECT source_ref FROM raw_conflicts WHERE reason = 'writer'").scalars())
-    engine.dispose()
-    assert conflicts == {ref for ref in copied if ref.startswith("writer:")}, "the two tables come from two moments"
-    assert int(printed[2].replace(",", "")) == int(printed[3].replace(",", "")) == len(copied)
-    assert copied <= source_refs(raw)
-    numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
-    assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
-    assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"
 
 
 ADD_NOTE = '''

@@ -2,13 +2,15 @@
 
 The target is first brought to head by the same Alembic projects (one schema, never a
 second copy of it). Rows are streamed in batches (memory stays bounded whatever the size)
-and written with PostgreSQL's COPY; identity sequences are moved past the copied ids; then
-each table's row count and content checksum are compared between source and target.
-The whole copy is one transaction on the target, committed only when every table
-verifies. Each source database is opened read-only and read in one read transaction: a
-snapshot, which is what the target is verified against and what the row counts describe
-(a collector writing meanwhile waits on a rollback-journal database, and its later rows
-are not in the snapshot, so stop it for the cut-over).
+and written with PostgreSQL's binary COPY; a table empty before the copy gets its secondary
+indexes built after it, as pg_restore does, from their own definitions; identity sequences
+are moved past the copied ids. Then each table's row count and content checksum, computed by
+each database itself (`row_checksums`), are compared: nothing is read back. The whole copy is
+one transaction on the target, committed only when every table verifies. Each source
+database is opened read-only and read in one read transaction: a snapshot, which is what the
+target is verified against and what the row counts describe (a collector writing meanwhile
+waits on a rollback-journal database, and its later rows are not in the snapshot, so stop it
+for the cut-over).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import NotSupportedError
 
 from tg_parser.core.events import emit
-from tg_parser.migrate.errors import Refused
+from tg_parser.migrate.errors import MigrationFailed, Refused
+from tg_parser.migrate.misfits import first_misfit
+from tg_parser.migrate.row_checksums import Checksum, table_checksum
 from tg_parser.migrate.status import NO_FILE, status
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
@@ -30,7 +36,6 @@ from tg_parser.storage.engine import make_engine
 
 BATCH_ROWS = 5000
 log = logging.getLogger(__name__)
-CHECKSUM_MODULUS = 2**64
 
 
 @dataclass
@@ -48,22 +53,6 @@ class TableReport:
         return self.source_rows == self.target_rows and self.source_checksum == self.target_checksum
 
 
-@dataclass
-class RowChecksum:
-    """Row count and an order-independent checksum (a sum of per-row hashes), built while streaming.
-
-    Order-independent because SQLite and PostgreSQL sort text differently; both sides are
-    hashed in this one process, so the same row always gives the same hash.
-    """
-
-    rows: int = 0
-    value: int = 0
-
-    def add(self, row: tuple) -> None:
-        self.rows += 1
-        self.value = (self.value + hash(row)) % CHECKSUM_MODULUS
-
-
 def transfer(
     sources: list[Target],
     to_url: URL,
@@ -78,8 +67,7 @@ def transfer(
         raise Refused([f"--to must be a PostgreSQL URL, not {to_url.get_backend_name()}"])
     destinations = [Target(s.db, to_url, to_url.render_as_string(hide_password=True), None) for s in sources]
     _check_sources(sources)
-    if not allow_existing_rows:
-        _refuse_rows_in(destinations)
+    _check_target(destinations, allow_existing_rows)
     upgrade(destinations)  # takes and releases the migration locks itself
     with HeldTransactions(destinations, lock_timeout) as held:  # one transaction: kept only if every table verifies
         writer = held.connection(destinations[0])
@@ -106,16 +94,20 @@ def _check_sources(sources: list[Target]) -> None:
         raise Refused(problems)
 
 
-def _refuse_rows_in(destinations: list[Target]) -> None:
+def _check_target(destinations: list[Target], allow_existing_rows: bool) -> None:
+    """The target can be read (`make_engine` refuses one that does not store UTF-8, which the
+    checksums hash) and, unless allowed, holds no rows."""
     problems = []
     engine = make_engine(destinations[0].url)
     try:
         with engine.connect() as connection:
             existing = set(inspect(connection).get_table_names())
-            for destination in destinations:
+            for destination in [] if allow_existing_rows else destinations:
                 for table in destination.db.metadata.sorted_tables:
-                    if table.name in existing and connection.execute(select(func.count()).select_from(table)).scalar():
+                    if table.name in existing and connection.execute(table.select().limit(1)).first():
                         problems.append(f"{destination.name}: target table {table.name} already holds rows")
+    except NotSupportedError as error:
+        raise Refused([f"cannot use {destinations[0].location}: {error.orig}"]) from None
     finally:
         engine.dispose()
     if problems:
@@ -123,40 +115,39 @@ def _refuse_rows_in(destinations: list[Target]) -> None:
 
 
 def _copy_database(source: Target, writer: Connection, progress) -> list[TableReport]:
-    """Copy each table, then read it back from the target inside the same transaction.
+    """Copy each table, then compare its count and checksum on both sides.
 
     The checksum is additive, so rows the target already held (with --allow-existing-rows)
-    are subtracted out: what must match the source is what this run added.
+    are subtracted out: what must match the source is what this run added. The target's side
+    (index builds, sequences, checksum) runs on the server while this process computes the
+    source's.
     """
     reports = []
     source_engine = _read_only_engine(source)
     try:
-        with source_engine.connect() as reader, reader.begin():  # one snapshot of the whole database
-            for table in source.db.metadata.sorted_tables:
-                report = TableReport(source.name, table.name)
+        with source_engine.connect() as reader, reader.begin(), ThreadPoolExecutor(1) as server:
+            for table in source.db.metadata.sorted_tables:  # one snapshot of the whole database
                 started = time.perf_counter()
-                before = _checksum(writer, table)
+                before = table_checksum(writer, table)
                 total = reader.execute(select(func.count()).select_from(table)).scalar()
-                copied = _copy_table(reader, writer, table, progress(f"{source.name}.{table.name}", total))
-                _move_identity_past_copied_ids(writer, table)
-                after = _checksum(writer, table)
-                report.source_rows, report.source_checksum = copied.rows, copied.value
-                report.target_rows = after.rows - before.rows
-                report.target_checksum = (after.value - before.value) % CHECKSUM_MODULUS
-                report.seconds = time.perf_counter() - started
+                indexes = _drop_secondary_indexes(writer, table) if before.rows == 0 else []
+                try:
+                    _copy_table(reader, writer, table, progress(f"{source.name}.{table.name}", total))
+                except Exception:
+                    _explain_failure(source, reader, table)
+                    raise
+                target = server.submit(_finish_target_table, writer, table, indexes)
+                copied, added = table_checksum(reader, table), target.result() - before
+                if (copied.rows, copied.value) != (added.rows, added.value):
+                    _explain_failure(source, reader, table)
+                report = TableReport(source.name, table.name, copied.rows, added.rows, copied.value, added.value,
+                                     time.perf_counter() - started)
                 reports.append(report)
                 emit(log, "table_transferred", database=source.name, table=table.name, rows=report.source_rows,
                      checksum=f"{report.source_checksum:016x}", equal=report.ok)
     finally:
         source_engine.dispose()
     return reports
-
-
-def _checksum(connection: Connection, table: Table) -> RowChecksum:
-    checksum = RowChecksum()
-    for row in _stream(connection, table):
-        checksum.add(row)
-    return checksum
 
 
 def _read_only_engine(source: Target):
@@ -167,26 +158,67 @@ def _read_only_engine(source: Target):
     )
 
 
-def _stream(connection: Connection, table: Table) -> Iterator[tuple]:
-    result = connection.execution_options(yield_per=BATCH_ROWS).execute(select(*table.columns))
-    for partition in result.partitions():
-        yield from (tuple(row) for row in partition)
+def _stream(reader: Connection, table: Table) -> Iterator[tuple]:
+    """The rows, through the driver's cursor in batches (from PostgreSQL a server-side cursor):
+    building SQLAlchemy rows would make this process, not the server, bound the copy."""
+    quote = reader.dialect.identifier_preparer.quote
+    driver = reader.connection.driver_connection
+    cursor = driver.cursor() if reader.dialect.name == "sqlite" else driver.cursor(name="tg_parser_transfer")
+    cursor.execute(f"SELECT {', '.join(quote(c.name) for c in table.columns)} FROM {quote(table.name)}")
+    try:
+        while rows := cursor.fetchmany(BATCH_ROWS):
+            yield from rows
+    finally:
+        cursor.close()
 
 
-def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> RowChecksum:
-    checksum = RowChecksum()
-    columns = ", ".join(writer.dialect.identifier_preparer.quote(c.name) for c in table.columns)
-    name = writer.dialect.identifier_preparer.quote(table.name)
+def _explain_failure(source: Target, reader: Connection, table: Table) -> None:
+    """A table that failed to copy or verify: name the value PostgreSQL could not hold, if that is why."""
+    if reader.dialect.name == "sqlite" and (misfit := first_misfit(reader, table)):
+        raise MigrationFailed(f"{source.name}.{table.name}",
+                              f"{misfit}; correct it in the source and run the transfer again", outcomes=[])
+
+
+def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> None:
+    """Binary COPY, typed by the target's own columns: the server has no text to parse."""
+    quote = writer.dialect.identifier_preparer.quote
+    columns, name = ", ".join(quote(c.name) for c in table.columns), quote(table.name)
     cursor = writer.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
+    cursor.execute(f"SELECT {columns} FROM {name} LIMIT 0")
+    types = [column.type_code for column in cursor.description]
+    rows = 0
+    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for row in _stream(reader, table):
             copy.write_row(row)
-            checksum.add(row)
-            if advance and checksum.rows % BATCH_ROWS == 0:
+            rows += 1
+            if advance and rows % BATCH_ROWS == 0:
                 advance(BATCH_ROWS)
     if advance:
-        advance(checksum.rows % BATCH_ROWS)
-    return checksum
+        advance(rows % BATCH_ROWS)
+
+
+def _drop_secondary_indexes(writer: Connection, table: Table) -> list[str]:
+    """Drop the indexes no constraint owns; returns their definitions, to build them after the copy."""
+    found = writer.execute(
+        text(
+            "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " WHERE x.indrelid = quote_ident(:table)::regclass"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)"
+        ),
+        {"table": table.name},
+    ).all()
+    for index, _definition in found:
+        writer.exec_driver_sql(f"DROP INDEX {writer.dialect.identifier_preparer.quote(index)}")
+    return [definition for _index, definition in found]
+
+
+def _finish_target_table(writer: Connection, table: Table, indexes: list[str]) -> Checksum:
+    """Everything the server does for a copied table: its indexes, its sequences, its checksum."""
+    for definition in indexes:
+        writer.connection.driver_connection.execute(definition)  # as written: no parameter markers
+    _move_identity_past_copied_ids(writer, table)
+    return table_checksum(writer, table)
 
 
 def _move_identity_past_copied_ids(writer: Connection, table: Table) -> None:

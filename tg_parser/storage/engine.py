@@ -36,6 +36,10 @@ def make_engine(
 
     `exclusive`: BEGIN EXCLUSIVE, which in rollback-journal mode also waits for readers to finish
     and keeps new ones out, so that the transaction's COMMIT can no longer be refused by a reader."""
+    if url.get_backend_name() == "postgresql":
+        engine = create_engine(url, poolclass=NullPool)
+        event.listen(engine, "connect", _refuse_unless_utf8, insert=True)
+        return engine
     if url.get_backend_name() != "sqlite":
         return create_engine(url, poolclass=NullPool)
     file = sqlite_file(url)
@@ -54,3 +58,15 @@ def make_engine(
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+def _refuse_unless_utf8(dbapi_connection, _record) -> None:
+    """TG_parser's text is Telegram's, in any script: a server database must store UTF-8. (With
+    SQL_ASCII the driver returns bytes, and SQLAlchemy fails to read the server's version.)"""
+    encoding = dbapi_connection.info.parameter_status("server_encoding")
+    if encoding != "UTF8":
+        import psycopg
+
+        raise psycopg.NotSupportedError(
+            f"the database's encoding is {encoding}, not UTF8: create it with ENCODING 'UTF8'"
+        )

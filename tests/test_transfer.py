@@ -1,0 +1,215 @@
+"""`db transfer` into a real PostgreSQL server: copied, verified by each database's own checksums, all or nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import (
+    content_checksums,
+    grow_raw,
+    live_writer,
+    postgres_tables,
+    run_cli,
+    source_refs,
+    tg_parser_run,
+)
+from tg_parser.storage.databases import DATABASES, get_database
+
+URL_VARIABLES = [f"{db.setting_stem}_DB_URL" for db in DATABASES]
+
+
+def upgrade_target(url, name: str) -> None:
+    variable = f"{get_database(name).setting_stem}_DB_URL"
+    result = tg_parser_run("db", "upgrade", "--only", name, env={variable: url.render_as_string(hide_password=False)})
+    assert result.returncode == 0, result.stderr
+
+
+def row_counts(url, names) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {name: connection.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name in names}
+    finally:
+        engine.dispose()
+
+
+def test_transfer_of_the_3_0_0_fixtures(monkeypatch, legacy_copy, postgres_databases):
+    assert run_cli("db", "upgrade").exit_code == 0  # adoption first
+    sources_before = {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES}
+    first = postgres_databases()
+    target = first.render_as_string(hide_password=False)
+
+    result = run_cli("db", "transfer", "--to", target)
+    assert result.exit_code == 0, result.output
+    assert "every count and checksum matches" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["ingestion"], ["raw"], ["processing"]) and "equal" in line]
+    assert len(rows) == sum(len(db.metadata.tables) for db in DATABASES)
+    assert all(row[2] == row[3] for row in rows)
+    assert {db.name: content_checksums(legacy_copy / db.default_file) for db in DATABASES} == sources_before
+
+    engine = create_engine(first)
+    with engine.begin() as connection:
+        copied = connection.exec_driver_sql("SELECT count(*), max(id) FROM raw_conflicts").one()
+        assert copied[0] > 0
+        new_id = connection.execute(
+            text("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES ('x', 'now', 'test') RETURNING id")
+        ).scalar()
+        assert new_id > copied[1]
+        new_attempt = connection.execute(
+            text("INSERT INTO source_attempts (source_id, attempt_at, success) VALUES ('s', 'now', 1) RETURNING id")
+        ).scalar()
+        assert new_attempt > connection.exec_driver_sql("SELECT max(id) FROM source_attempts WHERE id < %s", (new_attempt,)).scalar()
+    engine.dispose()
+
+    again = run_cli("db", "transfer", "--to", target)
+    assert again.exit_code == 3
+    assert "already holds rows" in again.output and "Nothing was changed." in again.output
+
+    for variable in URL_VARIABLES:  # the copy is the schema at head, indexes built after the rows included
+        monkeypatch.setenv(variable, target)
+    check = run_cli("db", "check")
+    assert check.exit_code == 0, check.output
+
+    second = postgres_databases()  # and PostgreSQL can be a source in its turn
+    onward = run_cli("db", "transfer", "--to", second.render_as_string(hide_password=False))
+    assert onward.exit_code == 0, onward.output
+    names = [table for db in DATABASES for table in db.metadata.tables]
+    assert row_counts(second, names) == row_counts(first, names)
+
+
+def test_transfer_refuses_a_source_behind_head_and_a_non_postgres_target(legacy_copy, postgres_url):
+    target = postgres_url.render_as_string(hide_password=False)
+    behind = run_cli("db", "transfer", "--to", target, "--only", "raw")
+    assert behind.exit_code == 3 and "run tg-parser db upgrade first" in behind.output
+    wrong = run_cli("db", "transfer", "--to", "sqlite:////tmp/x.sqlite")
+    assert wrong.exit_code == 2 and "must be a PostgreSQL URL" in wrong.output
+    garbage = run_cli("db", "transfer", "--to", "::nonsense::")
+    assert garbage.exit_code == 2 and "not a SQLAlchemy URL" in garbage.output
+    assert postgres_tables(postgres_url) == set()
+
+
+def test_a_target_that_does_not_store_utf8_is_refused(legacy_copy, postgres_databases):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    url = postgres_databases(encoding="SQL_ASCII")  # the checksums hash UTF-8, and 3.0.0's text is any script
+    result = run_cli("db", "transfer", "--to", url.render_as_string(hide_password=False), "--only", "raw")
+    assert result.exit_code == 3, result.output
+    assert "encoding is SQL_ASCII, not UTF8: create it with ENCODING 'UTF8'" in result.output and "Nothing was changed." in result.output
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False)) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_transfer_into_a_database_with_rows_when_told_to(legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade", "--only", "ingestion").exit_code == 0
+    upgrade_target(postgres_url, "ingestion")
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO sources (source_id, channel_id, status, include_comments, created_at, updated_at)"
+            " VALUES ('already-here', 'c', 'active', 0, 'now', 'now')"
+        )
+    target = postgres_url.render_as_string(hide_password=False)
+    refused = run_cli("db", "transfer", "--to", target, "--only", "ingestion")
+    assert refused.exit_code == 3
+    result = run_cli("db", "transfer", "--to", target, "--only", "ingestion", "--allow-existing-rows")
+    assert result.exit_code == 0, result.output
+    assert "every count and checksum matches" in result.stdout
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM sources").scalar() == 3 + 1
+    engine.dispose()
+
+
+RAW_REF = "tg:pg_news:post:102"
+ONE_CHANGE = {  # a target that alters one value of one row as it stores it (plpgsql, on NEW)
+    "one character of one message": ("raw", "raw_messages", f"""
+        IF NEW.source_ref = '{RAW_REF}' THEN NEW.text := overlay(NEW.text PLACING 'X' FROM 1 FOR 1); END IF;"""),
+    "NULL stored as empty text": ("raw", "raw_messages", f"""
+        IF NEW.source_ref = '{RAW_REF}' THEN NEW.thread_id := ''; END IF;"""),
+    "a character moved into the next column": ("raw", "raw_messages", f"""
+        IF NEW.source_ref = '{RAW_REF}' THEN
+            NEW.date := right(NEW.channel_id, 1) || NEW.date; NEW.channel_id := left(NEW.channel_id, -1);
+        END IF;"""),
+    "a float's 17th digit": ("processing", "agent_states", """
+        IF NEW.name = 'processing' THEN NEW.avg_processing_time_ms := 0.3; END IF;"""),
+}
+
+
+@pytest.mark.parametrize("change", ONE_CHANGE, ids=list(ONE_CHANGE))
+def test_one_value_changed_on_its_way_fails_the_transfer_and_rolls_it_back(legacy_copy, postgres_url, change):
+    name, table, body = ONE_CHANGE[change]
+    with closing(sqlite3.connect(legacy_copy / "processing_storage.sqlite")) as connection, connection:
+        connection.execute("UPDATE agent_states SET avg_processing_time_ms = 0.1 + 0.2 WHERE name = 'processing'")
+    assert run_cli("db", "upgrade", "--only", name).exit_code == 0
+    upgrade_target(postgres_url, name)
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE FUNCTION change() RETURNS trigger AS $$ BEGIN {body} RETURN NEW; END $$"
+                                   " LANGUAGE plpgsql")
+        connection.exec_driver_sql(f"CREATE TRIGGER change BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION change()")
+    engine.dispose()
+
+    result = run_cli("db", "transfer", "--to", postgres_url.render_as_string(hide_password=False), "--only", name)
+
+    assert result.exit_code == 1, result.output
+    differs = [line.split()[1] for line in result.stdout.splitlines() if "DIFFERS" in line]
+    assert differs == [table]
+    assert f"MISMATCH in 1 table(s): {name}.{table}" in result.output
+    assert set(row_counts(postgres_url, get_database(name).metadata.tables).values()) == {0}
+
+
+MISFITS = {  # what SQLite lets a 3.0.0 database hold, and PostgreSQL's column cannot
+    "text in an INTEGER column": ("raw_payload_original_size_bytes", "'12 KB'", "text '12 KB'"),
+    "a 64-bit integer": ("raw_payload_original_size_bytes", str(2**31), f"the integer {2**31}"),
+    "a blob in a TEXT column": ("text", "x'ff00'", "a blob b'\\xff\\x00'"),
+    "a NUL character in text": ("text", "'a' || char(0) || 'b'", "text with a NUL character 'a\\x00b'"),
+}
+
+
+@pytest.mark.parametrize("misfit", MISFITS, ids=list(MISFITS))
+def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_copied(legacy_copy, postgres_url, misfit):
+    column, value, said = MISFITS[misfit]
+    raw = legacy_copy / "raw_storage.sqlite"
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    with closing(sqlite3.connect(raw)) as connection, connection:
+        connection.execute(f"UPDATE raw_messages SET {column} = {value} WHERE source_ref = ?", (RAW_REF,))
+    before = content_checksums(raw)
+
+    result = run_cli("db", "transfer", "--to", postgres_url.render_as_string(hide_password=False), "--only", "raw")
+
+    assert result.exit_code == 1, result.output
+    assert (f"error: raw.raw_messages: the row with source_ref='{RAW_REF}' holds {said} in {column},"
+            " which PostgreSQL's") in result.output
+    assert "rolled back" in result.output
+    assert set(row_counts(postgres_url, ["raw_messages", "raw_conflicts"]).values()) == {0}
+    assert content_checksums(raw) == before
+
+
+def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, postgres_url, tmp_path):
+    assert run_cli("db", "upgrade").exit_code == 0
+    raw = legacy_copy / "raw_storage.sqlite"
+    grow_raw(raw, 40_000, 400)
+    target = postgres_url.render_as_string(hide_password=False)
+
+    with live_writer(raw, tmp_path, pairs=True) as writer:
+        result = tg_parser_run("db", "transfer", "--to", target)
+        writer.wait_for(len(writer.lines()) + 20)
+        committed = writer.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert "every count and checksum matches" in result.stdout
+    printed = next(line.split() for line in result.stdout.splitlines() if line.split()[:2] == ["raw", "raw_messages"])
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        copied = set(connection.exec_driver_sql("SELECT source_ref FROM raw_messages").scalars())
+        conflicts = set(connection.exec_driver_sql("SELECT source_ref FROM raw_conflicts WHERE reason = 'writer'").scalars())
+    engine.dispose()
+    assert conflicts == {ref for ref in copied if ref.startswith("writer:")}, "the two tables come from two moments"
+    assert int(printed[2].replace(",", "")) == int(printed[3].replace(",", "")) == len(copied)
+    assert copied <= source_refs(raw)
+    numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
+    assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
+    assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"
