@@ -1,27 +1,27 @@
-"""A table's row count and content checksum, computed by the database that holds it.
+"""Row hashes and table checksums, computed in SQL by the database that holds the rows.
 
-Both sides of `db transfer` run the same definition, so the target is verified without reading
-a row back. Each row gets a canonical text: its columns in order, each `-` when NULL and
-`<bytes>:<text>` otherwise, so that no two rows share one. Integers are in decimal, floats
-their exact IEEE 754 bits in hex (SQLite's own float text keeps only 15 digits). The checksum
-is the sum, modulo 2**64, of the first 64 bits of each canonical text's SHA-256 (which this CPU
-class computes faster than MD5): order-independent, because SQLite and PostgreSQL return rows
-in different orders. PostgreSQL computes it with its own functions; SQLite has no hash
-function, so two small ones are registered on the connection that reads it.
+Both sides of `db transfer` use the one definition here, so the target is verified without
+reading a row back. Each row gets a canonical text: for each column in order, the length of
+its value in bytes, `:`, and the value, with NULL written as a bare `:` (a value has at least
+the digit of its length), so no two rows share one. Integers are in decimal, floats their
+exact IEEE 754 bits in hex (SQLite's own float text keeps only 15 digits). A row's hash is the
+first 64 bits of its canonical text's SHA-256 (faster than MD5 on CPUs with SHA extensions), and
+a table's checksum the sum of its rows' hashes modulo 2**64: order-independent, because SQLite
+and PostgreSQL return rows in different orders. PostgreSQL computes all of it with its own
+functions; SQLite has no hash function, so two small ones are registered on the connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Float, Integer, Table
 from sqlalchemy.engine import Connection
 
 MODULUS = 2**64
-MAX_ARGUMENTS = 50  # per concatenating call: PostgreSQL takes at most 100, SQLite 127
+COLUMNS_PER_CALL = 30  # PostgreSQL's concat() takes at most 100 arguments (3 a column), SQLite's printf() 127
 
 
 @dataclass(frozen=True)
@@ -33,33 +33,38 @@ class Checksum:
         return Checksum(self.rows - other.rows, (self.value - other.value) % MODULUS)
 
 
-def table_checksum(connection: Connection, table: Table) -> Checksum:
-    """Count and checksum of `table` as `connection` sees it (inside its transaction, if any)."""
-    if connection.dialect.name == "sqlite":
+def row_hash(connection: Connection, table: Table) -> str:
+    """SQL for the hash of one row of `table`, a signed 64-bit integer, in `connection`'s dialect."""
+    quote = connection.dialect.identifier_preparer.quote
+    sqlite = connection.dialect.name == "sqlite"
+    texts = [_text(quote(c.name), c, sqlite) for c in table.columns]
+    call = _sqlite_call if sqlite else _postgres_call
+    canonical = " || ".join(call(texts[i : i + COLUMNS_PER_CALL]) for i in range(0, len(texts), COLUMNS_PER_CALL))
+    if sqlite:
         _register_sqlite_functions(connection)
-        canonical = _concat(_parts(connection, table), lambda p: f"printf('{'%s' * len(p)}', {', '.join(p)})")
-        digest = f"tg_checksum(CAST({canonical} AS BLOB))"
-    else:
-        canonical = _concat(_parts(connection, table), lambda p: f"concat({', '.join(p)})")
-        digest = f"sum(('x' || encode(substring(sha256(convert_to({canonical}, 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint)"
+        return f"tg_sha256_64(CAST({canonical} AS BLOB))"
+    return f"('x' || encode(substring(sha256(convert_to({canonical}, 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint"
+
+
+def table_checksum(connection: Connection, table: Table) -> Checksum:
+    """Count and checksum of a PostgreSQL table as `connection` sees it, in one aggregate on the server."""
     name = connection.dialect.identifier_preparer.quote(table.name)
-    rows, value = connection.exec_driver_sql(f"SELECT count(*), {digest} FROM {name}").one()
+    rows, value = connection.exec_driver_sql(f"SELECT count(*), sum({row_hash(connection, table)}) FROM {name}").one()
     return Checksum(rows, int(value or 0) % MODULUS)
 
 
-def _parts(connection: Connection, table: Table) -> list[str]:
-    """For each column, the SQL of its length prefix (or `-`) and of its text (NULL adds nothing)."""
-    parts = []
-    for column in table.columns:
-        value = _text_of(connection, column)
-        size = f"length(CAST({value} AS BLOB))" if connection.dialect.name == "sqlite" else f"octet_length({value})"
-        parts += [f"coalesce({size} || ':', '-')", value]
-    return parts
+def _sqlite_call(texts: list[str]) -> str:
+    arguments = ", ".join(f"length(CAST({t} AS BLOB)), {t}" for t in texts)
+    return f"printf('{'%s:%s' * len(texts)}', {arguments})"
 
 
-def _text_of(connection: Connection, column: Column) -> str:
-    name = connection.dialect.identifier_preparer.quote(column.name)
-    sqlite = connection.dialect.name == "sqlite"
+def _postgres_call(texts: list[str]) -> str:
+    arguments = ", ".join(f"octet_length({t}), ':', {t}" for t in texts)
+    return f"concat({arguments})"
+
+
+def _text(name: str, column: Column, sqlite: bool) -> str:
+    """SQL for a value's canonical text (NULL stays NULL)."""
     if isinstance(column.type, Float):
         return f"tg_float8_hex({name})" if sqlite else f"encode(float8send({name}), 'hex')"
     if isinstance(column.type, Integer):
@@ -67,24 +72,11 @@ def _text_of(connection: Connection, column: Column) -> str:
     return name
 
 
-def _concat(parts: list[str], call: Callable[[list[str]], str]) -> str:
-    while len(parts) > MAX_ARGUMENTS:
-        parts = [call(parts[i : i + MAX_ARGUMENTS]) for i in range(0, len(parts), MAX_ARGUMENTS)]
-    return call(parts)
+_first_64_bits = struct.Struct(">q").unpack_from
 
 
-class _Sum:
-    """SQLite aggregate: the sum of the first 64 bits of each canonical text's SHA-256, modulo 2**64."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def step(self, canonical: bytes) -> None:
-        self.value += int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
-
-    def finalize(self) -> int:
-        value = self.value % MODULUS
-        return value - MODULUS if value >= 2**63 else value  # SQLite integers are signed
+def _sha256_64(canonical: bytes) -> int:
+    return _first_64_bits(hashlib.sha256(canonical).digest())[0]
 
 
 def _float8_hex(value: float | None) -> str | None:
@@ -94,5 +86,5 @@ def _float8_hex(value: float | None) -> str | None:
 
 def _register_sqlite_functions(connection: Connection) -> None:
     driver = connection.connection.driver_connection
-    driver.create_aggregate("tg_checksum", 1, _Sum)
+    driver.create_function("tg_sha256_64", 1, _sha256_64, deterministic=True)
     driver.create_function("tg_float8_hex", 1, _float8_hex, deterministic=True)

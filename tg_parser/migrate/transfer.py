@@ -1,16 +1,16 @@
 """`db transfer`: copy every row of the configured databases into PostgreSQL, then prove it.
 
 The target is first brought to head by the same Alembic projects (one schema, never a
-second copy of it). Rows are streamed in batches (memory stays bounded whatever the size)
-and written with PostgreSQL's binary COPY; a table empty before the copy gets its secondary
-indexes built after it, as pg_restore does, from their own definitions; identity sequences
-are moved past the copied ids. Then each table's row count and content checksum, computed by
-each database itself (`row_checksums`), are compared: nothing is read back. The whole copy is
-one transaction on the target, committed only when every table verifies. Each source
-database is opened read-only and read in one read transaction: a snapshot, which is what the
-target is verified against and what the row counts describe (a collector writing meanwhile
-waits on a rollback-journal database, and its later rows are not in the snapshot, so stop it
-for the cut-over).
+second copy of it). Rows are streamed in batches (memory stays bounded whatever the size),
+each with its hash computed by the source (`row_checksums`), and written with PostgreSQL's
+binary COPY; a table empty before the copy gets its secondary indexes built after it, as
+pg_restore does, from their own definitions; identity sequences are moved past the copied
+ids. Each table's row count and checksum are then compared with one aggregate query on the
+target: nothing is read back. The whole copy is one transaction on the target, committed
+only when every table verifies. Each source database is opened read-only and read in one
+read transaction: a snapshot, which is what the target is verified against and what the row
+counts describe (a collector writing meanwhile waits on a rollback-journal database, and its
+later rows are not in the snapshot, so stop it for the cut-over).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Table, func, inspect, select, text
@@ -27,8 +26,9 @@ from sqlalchemy.exc import NotSupportedError
 
 from tg_parser.core.events import emit
 from tg_parser.migrate.errors import MigrationFailed, Refused
+from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted, watch_sqlite
 from tg_parser.migrate.misfits import first_misfit
-from tg_parser.migrate.row_checksums import Checksum, table_checksum
+from tg_parser.migrate.row_checksums import MODULUS, Checksum, row_hash, table_checksum
 from tg_parser.migrate.status import NO_FILE, status
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
@@ -69,11 +69,17 @@ def transfer(
     _check_sources(sources)
     _check_target(destinations, allow_existing_rows)
     upgrade(destinations)  # takes and releases the migration locks itself
-    with HeldTransactions(destinations, lock_timeout) as held:  # one transaction: kept only if every table verifies
-        writer = held.connection(destinations[0])
-        reports = [r for source in sources for r in _copy_database(source, writer, progress)]
-        if all(r.ok for r in reports):
-            held.commit()
+    with raised_as_interrupted() as signals:
+        try:
+            with HeldTransactions(destinations, lock_timeout) as held:  # one transaction: kept only if every table verifies
+                writer = held.connection(destinations[0])
+                reports = [r for source in sources for r in _copy_database(source, writer, progress)]
+                if all(r.ok for r in reports):
+                    held.commit()
+        except BaseException as error:  # a signal inside SQLite's statement arrives as its error
+            if signals.received is not None:
+                raise Interrupted(signals.received) from error
+            raise
     return reports
 
 
@@ -115,39 +121,45 @@ def _check_target(destinations: list[Target], allow_existing_rows: bool) -> None
 
 
 def _copy_database(source: Target, writer: Connection, progress) -> list[TableReport]:
-    """Copy each table, then compare its count and checksum on both sides.
-
-    The checksum is additive, so rows the target already held (with --allow-existing-rows)
-    are subtracted out: what must match the source is what this run added. The target's side
-    (index builds, sequences, checksum) runs on the server while this process computes the
-    source's.
-    """
-    reports = []
+    """Copy and verify each table, all from one snapshot of the source."""
     source_engine = _read_only_engine(source)
     try:
-        with source_engine.connect() as reader, reader.begin(), ThreadPoolExecutor(1) as server:
-            for table in source.db.metadata.sorted_tables:  # one snapshot of the whole database
-                started = time.perf_counter()
-                before = table_checksum(writer, table)
-                total = reader.execute(select(func.count()).select_from(table)).scalar()
-                indexes = _drop_secondary_indexes(writer, table) if before.rows == 0 else []
-                try:
-                    _copy_table(reader, writer, table, progress(f"{source.name}.{table.name}", total))
-                except Exception:
-                    _explain_failure(source, reader, table)
-                    raise
-                target = server.submit(_finish_target_table, writer, table, indexes)
-                copied, added = table_checksum(reader, table), target.result() - before
-                if (copied.rows, copied.value) != (added.rows, added.value):
-                    _explain_failure(source, reader, table)
-                report = TableReport(source.name, table.name, copied.rows, added.rows, copied.value, added.value,
-                                     time.perf_counter() - started)
-                reports.append(report)
-                emit(log, "table_transferred", database=source.name, table=table.name, rows=report.source_rows,
-                     checksum=f"{report.source_checksum:016x}", equal=report.ok)
+        with source_engine.connect() as reader, reader.begin():
+            if reader.dialect.name == "sqlite":
+                watch_sqlite(reader.connection.driver_connection)
+            return [_transfer_table(source, reader, writer, table, progress) for table in source.db.metadata.sorted_tables]
     finally:
         source_engine.dispose()
-    return reports
+
+
+def _transfer_table(source: Target, reader: Connection, writer: Connection, table: Table, progress) -> TableReport:
+    """Copy one table, then compare its count and checksum on both sides.
+
+    The source's count is its own query and its checksum the sum of the row hashes the
+    source computes as it streams the rows; the target's are one aggregate on the server.
+    The checksum is additive, so rows the target already held (with --allow-existing-rows)
+    are subtracted out: what must match the source is what this run added.
+    """
+    started = time.perf_counter()
+    before = table_checksum(writer, table)
+    rows = reader.execute(select(func.count()).select_from(table)).scalar()
+    indexes = _drop_secondary_indexes(writer, table) if before.rows == 0 else []
+    try:
+        copied = _copy_table(reader, writer, table, progress(f"{source.name}.{table.name}", rows))
+    except Exception:
+        _explain_failure(source, reader, table)
+        raise
+    for definition in indexes:
+        writer.connection.driver_connection.execute(definition)  # as written: no parameter markers
+    _move_identity_past_copied_ids(writer, table)
+    added = table_checksum(writer, table) - before
+    if (rows, copied.value) != (added.rows, added.value):
+        _explain_failure(source, reader, table)
+    report = TableReport(source.name, table.name, rows, added.rows, copied.value, added.value,
+                         time.perf_counter() - started)
+    emit(log, "table_transferred", database=source.name, table=table.name, rows=report.source_rows,
+         checksum=f"{report.source_checksum:016x}", equal=report.ok)
+    return report
 
 
 def _read_only_engine(source: Target):
@@ -159,12 +171,14 @@ def _read_only_engine(source: Target):
 
 
 def _stream(reader: Connection, table: Table) -> Iterator[tuple]:
-    """The rows, through the driver's cursor in batches (from PostgreSQL a server-side cursor):
-    building SQLAlchemy rows would make this process, not the server, bound the copy."""
+    """The rows, each followed by its hash, computed by the source; through the driver's cursor in
+    batches (from PostgreSQL a server-side cursor): building SQLAlchemy rows would make this
+    process, not the server, bound the copy."""
     quote = reader.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(c.name) for c in table.columns)
     driver = reader.connection.driver_connection
     cursor = driver.cursor() if reader.dialect.name == "sqlite" else driver.cursor(name="tg_parser_transfer")
-    cursor.execute(f"SELECT {', '.join(quote(c.name) for c in table.columns)} FROM {quote(table.name)}")
+    cursor.execute(f"SELECT {columns}, {row_hash(reader, table)} FROM {quote(table.name)}")
     try:
         while rows := cursor.fetchmany(BATCH_ROWS):
             yield from rows
@@ -179,23 +193,26 @@ def _explain_failure(source: Target, reader: Connection, table: Table) -> None:
                               f"{misfit}; correct it in the source and run the transfer again", outcomes=[])
 
 
-def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> None:
-    """Binary COPY, typed by the target's own columns: the server has no text to parse."""
+def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> Checksum:
+    """Binary COPY, typed by the target's own columns (the server has no text to parse); returns
+    the rows written and the sum of their hashes."""
     quote = writer.dialect.identifier_preparer.quote
     columns, name = ", ".join(quote(c.name) for c in table.columns), quote(table.name)
     cursor = writer.connection.driver_connection.cursor()
     cursor.execute(f"SELECT {columns} FROM {name} LIMIT 0")
     types = [column.type_code for column in cursor.description]
-    rows = 0
+    rows = value = 0
     with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in _stream(reader, table):
-            copy.write_row(row)
+            copy.write_row(row[:-1])
+            value += row[-1]
             rows += 1
             if advance and rows % BATCH_ROWS == 0:
                 advance(BATCH_ROWS)
     if advance:
         advance(rows % BATCH_ROWS)
+    return Checksum(rows, value % MODULUS)
 
 
 def _drop_secondary_indexes(writer: Connection, table: Table) -> list[str]:
@@ -211,14 +228,6 @@ def _drop_secondary_indexes(writer: Connection, table: Table) -> list[str]:
     for index, _definition in found:
         writer.exec_driver_sql(f"DROP INDEX {writer.dialect.identifier_preparer.quote(index)}")
     return [definition for _index, definition in found]
-
-
-def _finish_target_table(writer: Connection, table: Table, indexes: list[str]) -> Checksum:
-    """Everything the server does for a copied table: its indexes, its sequences, its checksum."""
-    for definition in indexes:
-        writer.connection.driver_connection.execute(definition)  # as written: no parameter markers
-    _move_identity_past_copied_ids(writer, table)
-    return table_checksum(writer, table)
 
 
 def _move_identity_past_copied_ids(writer: Connection, table: Table) -> None:
