@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import time
 from contextlib import closing
 
 import psycopg
@@ -16,6 +18,7 @@ from tests.conftest import (
     postgres_tables,
     run_cli,
     source_refs,
+    tg_parser_process,
     tg_parser_run,
 )
 from tg_parser.storage.databases import DATABASES, get_database
@@ -213,3 +216,42 @@ def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, po
     numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
     assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
     assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"
+
+
+PHASES = {  # what the target's server is running when the signal comes
+    "copy": "query LIKE 'COPY raw_messages%'",
+    "verification": "query LIKE 'SELECT count(*), sum(%raw_messages' AND now() - query_start > interval '50 ms'",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_signal_during_a_transfer_rolls_the_target_back(legacy_copy, postgres_url, phase, signum):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    grow_raw(legacy_copy / "raw_storage.sqlite", 300_000, 400)
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")  # pg_stat_activity afresh each time
+    process = tg_parser_process("db", "transfer", "--only", "raw", "--to", postgres_url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            deadline = time.monotonic() + 60
+            while not connection.execute(text(
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {PHASES[phase]}"
+            )).scalar():
+                assert time.monotonic() < deadline and process.poll() is None, f"never saw the {phase}"
+                time.sleep(0.01)
+        process.send_signal(signum)
+        _stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 128 + signum, stderr
+    assert f"interrupted by {signum.name}: every change was rolled back" in stderr
+    assert set(row_counts(postgres_url, ["raw_messages", "raw_conflicts"]).values()) == {0}
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with engine.connect() as connection:  # the server is not left working for a run that is gone
+        deadline = time.monotonic() + 10
+        while connection.exec_driver_sql(others).scalar() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connection.exec_driver_sql(others).scalar() == 0
+    engine.dispose()
