@@ -170,6 +170,28 @@ def _read_only_engine(source: Target):
     )
 
 
+def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> Checksum:
+    """Binary COPY, typed by the target's own columns (the server has no text to parse); returns
+    the rows written and the sum of their hashes."""
+    quote = writer.dialect.identifier_preparer.quote
+    columns, name = ", ".join(quote(c.name) for c in table.columns), quote(table.name)
+    cursor = writer.connection.driver_connection.cursor()
+    cursor.execute(f"SELECT {columns} FROM {name} LIMIT 0")
+    types = [column.type_code for column in cursor.description]
+    rows = value = 0
+    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in _stream(reader, table):
+            copy.write_row(row[:-1])
+            value += row[-1]
+            rows += 1
+            if advance and rows % BATCH_ROWS == 0:
+                advance(BATCH_ROWS)
+    if advance:
+        advance(rows % BATCH_ROWS)
+    return Checksum(rows, value % MODULUS)
+
+
 def _stream(reader: Connection, table: Table) -> Iterator[tuple]:
     """The rows, each followed by its hash, computed by the source; through the driver's cursor in
     batches (from PostgreSQL a server-side cursor): building SQLAlchemy rows would make this
@@ -191,28 +213,6 @@ def _explain_failure(source: Target, reader: Connection, table: Table) -> None:
     if reader.dialect.name == "sqlite" and (misfit := first_misfit(reader, table)):
         raise MigrationFailed(f"{source.name}.{table.name}",
                               f"{misfit}; correct it in the source and run the transfer again", outcomes=[])
-
-
-def _copy_table(reader: Connection, writer: Connection, table: Table, advance) -> Checksum:
-    """Binary COPY, typed by the target's own columns (the server has no text to parse); returns
-    the rows written and the sum of their hashes."""
-    quote = writer.dialect.identifier_preparer.quote
-    columns, name = ", ".join(quote(c.name) for c in table.columns), quote(table.name)
-    cursor = writer.connection.driver_connection.cursor()
-    cursor.execute(f"SELECT {columns} FROM {name} LIMIT 0")
-    types = [column.type_code for column in cursor.description]
-    rows = value = 0
-    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(types)
-        for row in _stream(reader, table):
-            copy.write_row(row[:-1])
-            value += row[-1]
-            rows += 1
-            if advance and rows % BATCH_ROWS == 0:
-                advance(BATCH_ROWS)
-    if advance:
-        advance(rows % BATCH_ROWS)
-    return Checksum(rows, value % MODULUS)
 
 
 def _drop_secondary_indexes(writer: Connection, table: Table) -> list[str]:
