@@ -40,6 +40,29 @@ def test_a_path_with_dot_dot_is_the_file_sqlite_opens(legacy_copy, monkeypatch):
     assert digests(legacy_copy) == before
 
 
+@pytest.mark.parametrize("folder", ["r%41", "a#b", "q?x"])
+def test_a_path_with_uri_characters_is_backed_up_and_restored_from_its_own_file(tmp_path, monkeypatch, folder):
+    """SQLite reads `file:` URIs: an unescaped %41 opened the file in `rA`, a # or ? cut the path short."""
+    data, decoy = tmp_path / folder, tmp_path / "rA"
+    for place in (data, decoy):
+        place.mkdir()
+        for db in DATABASES:
+            shutil.copyfile(LEGACY / db.default_file, place / db.default_file)
+            os.chmod(place / db.default_file, 0o644)
+    (decoy / "raw_storage.sqlite").write_bytes(b"")  # what the misread URI of r%41 names
+    monkeypatch.setenv("TG_PARSER_DATA_DIR", str(data))
+    before = content_checksums(data / "raw_storage.sqlite")
+
+    upgraded = run_cli("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert len(list((data / "backups").glob("raw-*.sqlite"))) == 1
+    restored = run_cli("db", "restore", "raw", "--yes")
+    assert restored.exit_code == 0, restored.output
+    assert content_checksums(data / "raw_storage.sqlite") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, "rA", "work", "tg-parser.log"])
+    assert (decoy / "raw_storage.sqlite").read_bytes() == b""
+
+
 def test_swapped_paths_are_refused_before_a_schema_is_created_in_the_wrong_file(legacy_copy, monkeypatch):
     assert run_cli("init").exit_code == 0
     monkeypatch.setenv("RAW_STORAGE_DB_PATH", str(legacy_copy / "processing_storage.sqlite"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from tg_parser.storage.engine import sqlite_uri
+
 BACKUP_COPY_BYTES_PER_S = 1.0e9
 """A rollback-journal backup copies the file into the page cache while writers wait."""
 BLOCKING_BYTES_PER_S = 100e6
@@ -22,7 +24,7 @@ CLIENT_TIMEOUT_S = 5.0
 
 
 def journal_mode(file: Path) -> str:
-    with sqlite3.connect(f"file:{file}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(f"{sqlite_uri(file)}?mode=ro", uri=True) as connection:
         return connection.execute("PRAGMA journal_mode").fetchone()[0].lower()
 
 

@@ -32,7 +32,7 @@ from tg_parser.migrate.row_checksums import MODULUS, Checksum, row_hash, table_c
 from tg_parser.migrate.status import NO_FILE, status
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
-from tg_parser.storage.engine import make_engine
+from tg_parser.storage.engine import make_engine, sqlite_uri
 
 BATCH_ROWS = 5000
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _read_only_engine(source: Target):
     if source.sqlite_file is None:
         return make_engine(source.url).execution_options(isolation_level="REPEATABLE READ")
     return make_engine(
-        URL.create("sqlite", database=f"file:{source.sqlite_file}", query={"mode": "ro", "uri": "true"})
+        URL.create("sqlite", database=sqlite_uri(source.sqlite_file), query={"mode": "ro", "uri": "true"})
     )
 
 

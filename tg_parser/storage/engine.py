@@ -14,6 +14,7 @@ on; other writers wait on their busy timeout), so the transaction never has to u
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine
@@ -27,6 +28,12 @@ def sqlite_file(url: URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
+
+
+def sqlite_uri(path: Path) -> str:
+    """SQLite's URI of a file (for `?mode=ro`): a `%`, `?` or `#` in the path is escaped, or
+    SQLite would read it as URI syntax and open another file."""
+    return f"file:{quote(str(path))}"
 
 
 def make_engine(
