@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import (
     content_checksums,
+    file_digest,
     grow_raw,
     live_writer,
     postgres_tables,
@@ -106,6 +107,72 @@ def test_a_target_that_does_not_store_utf8_is_refused(legacy_copy, postgres_data
         assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
 
 
+def test_a_source_that_is_the_target_is_refused_at_once(legacy_copy, monkeypatch, postgres_url):
+    target = postgres_url.render_as_string(hide_password=False)
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    assert run_cli("db", "transfer", "--only", "raw", "--to", target).exit_code == 0
+    monkeypatch.setenv("RAW_STORAGE_DB_URL", target.replace("127.0.0.1", "localhost"))  # another spelling of it
+    for extra in ((), ("--allow-existing-rows",)):
+        started = time.monotonic()
+        result = run_cli("db", "transfer", "--only", "raw", "--to", target, *extra)
+        assert result.exit_code == 3, result.output
+        assert "raw: the source is the target database" in result.output
+        assert time.monotonic() - started < 10  # not a wait on its own lock until TG_PARSER_LOCK_TIMEOUT
+    assert row_counts(postgres_url, ["raw_conflicts"]) == {"raw_conflicts": 5}
+
+
+def test_a_source_whose_schema_differs_from_head_is_refused(legacy_copy):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    with closing(sqlite3.connect(legacy_copy / "raw_storage.sqlite")) as connection, connection:
+        connection.execute("ALTER TABLE raw_messages ADD COLUMN notes TEXT")
+        connection.execute("UPDATE raw_messages SET notes = 'an operator wrote this'")
+    result = run_cli("db", "transfer", "--only", "raw", "--to", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 3, result.output
+    assert "notes" in result.output and "the transfer copies the schema at head only" in result.output
+
+
+def test_a_utf16_source_is_refused_with_the_way_to_convert_it(data_dir, monkeypatch):
+    data_dir.mkdir()
+    raw = data_dir / "raw_storage.sqlite"
+    with closing(sqlite3.connect(raw)) as connection:
+        connection.execute("PRAGMA encoding = 'UTF-16le'")
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("DROP TABLE t")
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    result = run_cli("db", "transfer", "--only", "raw", "--to", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 3, result.output
+    assert "raw: the source is encoded in UTF-16le, not UTF-8: convert it first (sqlite3 OLD .dump" in result.output
+
+
+@pytest.mark.slow
+def test_two_transfers_into_one_empty_target_copy_once(legacy_copy, postgres_url):
+    """Both find the target empty before either holds its lock: the second looks again under it."""
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    grow_raw(legacy_copy / "raw_storage.sqlite", 100_000, 400)
+    target = postgres_url.render_as_string(hide_password=False)
+    processes = [tg_parser_process("db", "transfer", "--only", "raw", "--to", target) for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    assert sorted(code for code, _out, _err in results) == [0, 3], results
+    refused = next(err for code, _out, err in results if code == 3)
+    assert "target table raw_conflicts already holds rows" in refused or "target table raw_messages already holds rows" in refused
+    assert row_counts(postgres_url, ["raw_messages"]) == {"raw_messages": 60 + 100_000}
+
+
+def test_ids_a_source_gave_to_deleted_rows_are_not_given_again(legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    with closing(sqlite3.connect(legacy_copy / "raw_storage.sqlite")) as connection, connection:
+        issued = connection.execute("SELECT max(id) FROM raw_conflicts").fetchone()[0]
+        connection.execute("DELETE FROM raw_conflicts WHERE id = ?", (issued,))  # AUTOINCREMENT remembers it
+    assert run_cli("db", "transfer", "--only", "raw", "--to", postgres_url.render_as_string(hide_password=False)).exit_code == 0
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        new_id = connection.execute(
+            text("INSERT INTO raw_conflicts (source_ref, observed_at, reason) VALUES ('x', 'now', 'test') RETURNING id")
+        ).scalar()
+    engine.dispose()
+    assert new_id == issued + 1
+
+
 def test_transfer_into_a_database_with_rows_when_told_to(legacy_copy, postgres_url):
     assert run_cli("db", "upgrade", "--only", "ingestion").exit_code == 0
     upgrade_target(postgres_url, "ingestion")
@@ -165,30 +232,31 @@ def test_one_value_changed_on_its_way_fails_the_transfer_and_rolls_it_back(legac
 
 
 MISFITS = {  # what SQLite lets a 3.0.0 database hold, and PostgreSQL's column cannot
-    "text in an INTEGER column": ("raw_payload_original_size_bytes", "'12 KB'", "text '12 KB'"),
-    "a 64-bit integer": ("raw_payload_original_size_bytes", str(2**31), f"the integer {2**31}"),
-    "a blob in a TEXT column": ("text", "x'ff00'", "a blob b'\\xff\\x00'"),
-    "a NUL character in text": ("text", "'a' || char(0) || 'b'", "text with a NUL character 'a\\x00b'"),
+    "text in an INTEGER column": ("raw_payload_original_size_bytes", "'12 KB'", f"source_ref='{RAW_REF}'", "text '12 KB'"),
+    "a 64-bit integer": ("raw_payload_original_size_bytes", str(2**31), f"source_ref='{RAW_REF}'", f"the integer {2**31}"),
+    "a blob in a TEXT column": ("text", "x'ff00'", f"source_ref='{RAW_REF}'", "a blob x'ff00'"),
+    "a NUL character in text": ("text", "'a' || char(0) || 'b'", f"source_ref='{RAW_REF}'", "text with a NUL character 'a\\x00b'"),
+    "bytes that are not UTF-8": ("text", "CAST(x'ff41' AS TEXT)", f"source_ref='{RAW_REF}'", "text that is not UTF-8, '\\\\xffA'"),
+    "NULL in a TEXT PRIMARY KEY": ("source_ref", "NULL", "source_ref=None", "NULL"),
 }
 
 
 @pytest.mark.parametrize("misfit", MISFITS, ids=list(MISFITS))
 def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_copied(legacy_copy, postgres_url, misfit):
-    column, value, said = MISFITS[misfit]
+    column, value, key, said = MISFITS[misfit]
     raw = legacy_copy / "raw_storage.sqlite"
     assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
     with closing(sqlite3.connect(raw)) as connection, connection:
         connection.execute(f"UPDATE raw_messages SET {column} = {value} WHERE source_ref = ?", (RAW_REF,))
-    before = content_checksums(raw)
+    before = file_digest(raw)
 
     result = run_cli("db", "transfer", "--to", postgres_url.render_as_string(hide_password=False), "--only", "raw")
 
     assert result.exit_code == 1, result.output
-    assert (f"error: raw.raw_messages: the row with source_ref='{RAW_REF}' holds {said} in {column},"
-            " which PostgreSQL's") in result.output
+    assert f"error: raw.raw_messages: the row with {key} holds {said} in {column}, which PostgreSQL's" in result.output
     assert "rolled back" in result.output
     assert set(row_counts(postgres_url, ["raw_messages", "raw_conflicts"]).values()) == {0}
-    assert content_checksums(raw) == before
+    assert file_digest(raw) == before
 
 
 def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, postgres_url, tmp_path):
@@ -216,6 +284,37 @@ def test_transfer_while_the_collector_writes_copies_one_snapshot(legacy_copy, po
     numbers = sorted(int(ref.rsplit(":", 1)[1]) for ref in copied if ref.startswith("writer:"))
     assert numbers == list(range(1, len(numbers) + 1)), "the copy is not one snapshot of the writer's sequence"
     assert len(committed) > len(numbers), "the writer committed nothing after the snapshot: no overlap"
+
+
+def test_a_signal_during_the_commit_lets_it_finish_and_says_so(legacy_copy, postgres_url):
+    assert run_cli("db", "upgrade", "--only", "raw").exit_code == 0
+    upgrade_target(postgres_url, "raw")
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:  # a commit that takes a while: a deferred trigger on each conflict row
+        connection.exec_driver_sql("CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$"
+                                   " LANGUAGE plpgsql")
+        connection.exec_driver_sql("CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON raw_conflicts DEFERRABLE INITIALLY DEFERRED"
+                                   " FOR EACH ROW EXECUTE FUNCTION slow()")
+        connection.exec_driver_sql(  # a table with rows keeps its indexes: pending trigger events forbid rebuilding them
+            "INSERT INTO raw_conflicts (id, source_ref, observed_at, reason) VALUES (1000, 'x', 'now', 'already here')"
+        )
+        process = tg_parser_process("db", "transfer", "--only", "raw", "--allow-existing-rows",
+                                    "--to", postgres_url.render_as_string(hide_password=False))
+        try:
+            deadline = time.monotonic() + 60
+            while not connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'COMMIT' AND state = 'active'"
+            ).scalar():
+                assert time.monotonic() < deadline and process.poll() is None, "never saw the COMMIT"
+                time.sleep(0.01)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    engine.dispose()
+    assert process.returncode == 0, stderr
+    assert "every count and checksum matches" in stdout and "rolled back" not in stderr
+    assert row_counts(postgres_url, ["raw_messages", "raw_conflicts"]) == {"raw_messages": 60, "raw_conflicts": 1 + 5}
 
 
 PHASES = {  # what the target's server is running when the signal comes
