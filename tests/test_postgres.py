@@ -105,6 +105,15 @@ def test_a_database_that_does_not_store_utf8_is_refused(monkeypatch, postgres_da
     assert "the database's encoding is SQL_ASCII, not UTF8: create it with ENCODING 'UTF8'" in result.output
 
 
+def test_a_url_that_asks_for_another_client_encoding_is_refused(monkeypatch, postgres_url):
+    monkeypatch.setenv("RAW_STORAGE_DB_URL", postgres_url.update_query_dict({"client_encoding": "LATIN1"})
+                       .render_as_string(hide_password=False))
+    result = run_cli("db", "upgrade", "--only", "raw")
+    assert result.exit_code == 3, result.output
+    assert "the connection's client_encoding is LATIN1, not UTF8: remove it from the URL" in result.output
+    assert postgres_tables(postgres_url) == set()
+
+
 def test_two_concurrent_upgrades_of_one_postgres_database(postgres_url):
     rendered = postgres_url.render_as_string(hide_password=False)
     env = {variable: rendered for variable in URL_VARIABLES}

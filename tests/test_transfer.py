@@ -93,7 +93,9 @@ def test_transfer_refuses_a_source_behind_head_and_a_non_postgres_target(legacy_
     wrong = run_cli("db", "transfer", "--to", "sqlite:////tmp/x.sqlite")
     assert wrong.exit_code == 2 and "must be a PostgreSQL URL" in wrong.output
     garbage = run_cli("db", "transfer", "--to", "::nonsense::")
-    assert garbage.exit_code == 2 and "not a SQLAlchemy URL" in garbage.output
+    assert garbage.exit_code == 2 and "not a database URL (allowed: " in garbage.output
+    mysql = run_cli("db", "transfer", "--to", "mysql://u@h/d")
+    assert mysql.exit_code == 2 and "is a mysql database; allowed: " in mysql.output
     assert postgres_tables(postgres_url) == set()
 
 

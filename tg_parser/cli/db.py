@@ -374,17 +374,14 @@ def transfer(settings, to_url: str, only, allow_existing_rows: bool) -> None:
 
     The target is brought to head first; each source is read in one snapshot and only read.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
+    from tg_parser.core.settings import checked_url
     from tg_parser.migrate.orchestrator import upgrade as run_upgrade
     from tg_parser.migrate.transfer import transfer as run_transfer
 
     try:
-        url = make_url(to_url)
-    except ArgumentError:
-        raise click.BadParameter("not a SQLAlchemy URL (e.g. postgresql+psycopg://user:pass@host/db)",
-                                 param_hint="--to") from None
+        url = checked_url("--to", to_url)  # as the settings take a URL: the driver named or installed
+    except ValueError as problem:
+        raise click.BadParameter(str(problem).removeprefix("--to: "), param_hint="--to") from None
     if url.get_backend_name() != "postgresql":
         raise click.BadParameter(f"must be a PostgreSQL URL, not {url.get_backend_name()}", param_hint="--to")
     run_options = options(settings, no_backup=True)

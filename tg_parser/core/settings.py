@@ -73,7 +73,7 @@ class _SettingsBase(BaseSettings):
         url_text: str | None = getattr(self, f"{stem}_db_url")
         path: Path | None = getattr(self, f"{stem}_db_path")
         if url_text:
-            return _checked_url(f"{db.setting_stem}_DB_URL", url_text)
+            return checked_url(f"{db.setting_stem}_DB_URL", url_text)
         file = _absolute(path if path else self.data_dir / db.default_file)
         _refuse_file_in_the_way(f"{db.setting_stem}_DB_PATH" if path else "TG_PARSER_DATA_DIR", file)
         return URL.create("sqlite", database=str(file))
@@ -98,7 +98,7 @@ class _SettingsBase(BaseSettings):
 ALLOWED_URLS = "sqlite:////absolute/file.sqlite or postgresql+psycopg://user:password@host/database"
 
 
-def _checked_url(variable: str, text: str) -> URL:
+def checked_url(variable: str, text: str) -> URL:
     """A URL this tool can open, made absolute; anything else is named in one line, password masked."""
     try:
         url = make_url(text)

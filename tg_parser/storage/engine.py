@@ -13,6 +13,7 @@ on; other writers wait on their busy timeout), so the transaction never has to u
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -68,12 +69,13 @@ def make_engine(
 
 
 def _refuse_unless_utf8(dbapi_connection, _record) -> None:
-    """TG_parser's text is Telegram's, in any script: a server database must store UTF-8. (With
-    SQL_ASCII the driver returns bytes, and SQLAlchemy fails to read the server's version.)"""
-    encoding = dbapi_connection.info.parameter_status("server_encoding")
-    if encoding != "UTF8":
-        import psycopg
-
-        raise psycopg.NotSupportedError(
-            f"the database's encoding is {encoding}, not UTF8: create it with ENCODING 'UTF8'"
+    """TG_parser's text is Telegram's, in any script: a server database must store UTF-8, and the
+    connection speak it. (With SQL_ASCII the driver returns bytes, and SQLAlchemy fails to read
+    the server's version.)"""
+    server, client = (dbapi_connection.info.parameter_status(name) for name in ("server_encoding", "client_encoding"))
+    if server != "UTF8" or client != "UTF8":
+        driver = importlib.import_module(type(dbapi_connection).__module__.split(".")[0])  # psycopg or psycopg2
+        raise driver.NotSupportedError(
+            f"the database's encoding is {server}, not UTF8: create it with ENCODING 'UTF8'" if server != "UTF8" else
+            f"the connection's client_encoding is {client}, not UTF8: remove it from the URL"
         )
