@@ -36,7 +36,7 @@ from tg_parser.core.events import emit
 from tg_parser.migrate.errors import Refused
 from tg_parser.storage.databases import NAMES, Database
 from tg_parser.storage.lock import LockTimeout, retry_while_busy, timed_out
-from tg_parser.storage.engine import sqlite_uri
+from tg_parser.storage.engine import connect_read_only
 
 CHUNK = 8 * 1024 * 1024
 RESTORE_STEP_BYTES = 4 * 1024 * 1024
@@ -161,7 +161,7 @@ def take_online(
     not wait for. Rollback journal: a read transaction (which keeps writers from committing) only
     while the kernel copies the file into the page cache; the copy is then hashed and flushed
     to disk after it has ended."""
-    reader = sqlite3.connect(f"{sqlite_uri(source)}?mode=ro", uri=True, isolation_level=None, timeout=timeout)
+    reader = connect_read_only(source, isolation_level=None, timeout=timeout)
     held = [0.0]
     try:
         wal = reader.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
@@ -231,7 +231,7 @@ def clean_partials(directory: Path, db: str) -> list[Path]:
 
 def check_complete(path: Path) -> None:
     """Cheap check of a fresh copy: a SQLite file, every page there, its schema readable."""
-    connection = sqlite3.connect(f"{sqlite_uri(path)}?mode=ro", uri=True)
+    connection = connect_read_only(path)
     try:
         pages = connection.execute("PRAGMA page_count").fetchone()[0]
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
@@ -326,7 +326,7 @@ def restore(
             destination.close()
             return Restored(None, _replace_damaged(chosen, live))
         saved = safety(destination, wal) if safety else None
-        source = sqlite3.connect(f"{sqlite_uri(chosen)}?mode=ro", uri=True)
+        source = connect_read_only(chosen)
         try:
             page_size = source.execute("PRAGMA page_size").fetchone()[0]
             total = chosen.stat().st_size
@@ -401,7 +401,7 @@ def existing_folder(path: Path) -> Path:
 
 
 def _query(path: Path, sql: str) -> list[tuple]:
-    connection = sqlite3.connect(f"{sqlite_uri(path)}?mode=ro", uri=True)
+    connection = connect_read_only(path)
     try:
         return connection.execute(sql).fetchall()
     finally:

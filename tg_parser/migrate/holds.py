@@ -6,10 +6,9 @@ Estimates from the plan and the file sizes, at rates measured by this project's 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from tg_parser.storage.engine import sqlite_uri
+from tg_parser.storage.engine import connect_read_only
 
 BACKUP_COPY_BYTES_PER_S = 1.0e9
 """A rollback-journal backup copies the file into the page cache while writers wait."""
@@ -24,7 +23,7 @@ CLIENT_TIMEOUT_S = 5.0
 
 
 def journal_mode(file: Path) -> str:
-    with sqlite3.connect(f"{sqlite_uri(file)}?mode=ro", uri=True) as connection:
+    with connect_read_only(file) as connection:
         return connection.execute("PRAGMA journal_mode").fetchone()[0].lower()
 
 

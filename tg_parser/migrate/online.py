@@ -47,7 +47,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.pool import StaticPool
 
 from tg_parser.core.events import emit
-from tg_parser.storage.engine import sqlite_uri
+from tg_parser.storage.engine import connect_read_only
 from tg_parser.storage.lock import retry_while_busy, timed_out
 
 ATTRIBUTE = "tg_parser_online"
@@ -635,7 +635,7 @@ def has_leftovers(file: Path) -> bool:
     if not file.exists() or file.stat().st_size == 0:
         return False
     try:
-        with closing(sqlite3.connect(f"{sqlite_uri(file)}?mode=ro", uri=True, timeout=LOOK_S)) as connection:
+        with closing(connect_read_only(file, timeout=LOOK_S)) as connection:
             return bool(leftovers(connection))
     except sqlite3.DatabaseError:
         return False

@@ -35,7 +35,7 @@ from tg_parser.migrate.interrupt import Interrupted, raised_as_interrupted
 from tg_parser.migrate.plan import DatabasePlan, Step, plan_database
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
-from tg_parser.storage.engine import sqlite_uri
+from tg_parser.storage.engine import connect_read_only
 from tg_parser.storage.lock import LockTimeout, file_identity, is_contention, retry_while_busy, timed_out
 
 SPACE_MARGIN = 1.1
@@ -535,7 +535,7 @@ def _take_backup(target: Target, before: tuple[str, ...], connection, options: O
     wal = connection.exec_driver_sql("PRAGMA journal_mode").scalar().lower() == "wal"
     label = "-".join(before) or "unversioned"
     progress = options.progress(f"backing up {target.name}", file.stat().st_size) if options.progress else None
-    reader = sqlite3.connect(f"{sqlite_uri(file)}?mode=ro", uri=True) if wal else None  # in WAL mode readers go on
+    reader = connect_read_only(file) if wal else None  # in WAL mode readers go on
     try:
         return backup.take(target.name, label, reason, file, options.backups_dir, wal_reader=reader, progress=progress)
     except backup.BackupFailed as error:

@@ -16,7 +16,6 @@ later rows are not in the snapshot, so stop it for the cut-over).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from contextlib import closing
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from tg_parser.migrate.row_checksums import MODULUS, Checksum, row_hash, table_c
 from tg_parser.migrate.status import NO_FILE
 from tg_parser.migrate.target import Target
 from tg_parser.migrate.transactions import HeldTransactions
-from tg_parser.storage.engine import make_engine, sqlite_uri
+from tg_parser.storage.engine import connect_read_only, make_engine, sqlite_uri
 
 BATCH_ROWS = 5000
 log = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ def _check_sources(sources: list[Target]) -> None:
 
 
 def _sqlite_encoding(file) -> str:
-    with closing(sqlite3.connect(f"{sqlite_uri(file)}?mode=ro", uri=True)) as connection:
+    with closing(connect_read_only(file)) as connection:
         return connection.execute("PRAGMA encoding").fetchone()[0]
 
 

@@ -14,6 +14,7 @@ on; other writers wait on their busy timeout), so the transaction never has to u
 from __future__ import annotations
 
 import importlib
+import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,6 +36,11 @@ def sqlite_uri(path: Path) -> str:
     """SQLite's URI of a file (for `?mode=ro`): a `%`, `?` or `#` in the path is escaped, or
     SQLite would read it as URI syntax and open another file."""
     return f"file:{quote(str(path))}"
+
+
+def connect_read_only(path: Path, **options) -> sqlite3.Connection:
+    """A sqlite3 connection that can only read `path` (`options` go to sqlite3.connect)."""
+    return sqlite3.connect(f"{sqlite_uri(path)}?mode=ro", uri=True, **options)
 
 
 def make_engine(
